@@ -1,0 +1,31 @@
+# timoe pipeline: prepare -> quantify -> sweep -> train -> evaluate, over data set × model × seed.
+# Thin by design: config validation, includes, `rule all`, and the onstart/onsuccess hooks.
+# Every rule calls `timoe <stage>`; the stage itself is a plain function in src/timoe.
+
+from timoe.workflow_support import Pipeline
+
+configfile: "params.yaml"
+
+PIPE = Pipeline.from_snakemake_config(config)  # validates, or stops before any job with key paths named
+P = PIPE.params
+RESOLVED = PIPE.write_resolved()  # what every `timoe` call reads
+
+
+include: "workflow/rules/prepare.smk"
+include: "workflow/rules/quantify.smk"
+include: "workflow/rules/sweep.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    input:
+        "results/benchmark",
+
+
+onstart:
+    PIPE.on_start()
+
+
+onsuccess:
+    PIPE.on_success()

@@ -1,0 +1,327 @@
+"""The one params schema: every stage, the Snakefile and the CLI validate through it.
+
+params.yaml is grouped by stage. Unknown keys, wrong types and out-of-range values are
+rejected with the dotted key path named, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DATASET_NAMES = ("hapt", "basicmotions")
+MODEL_NAMES = ("transformer", "moe", "fusemoe", "timoe", "timoe-nolosses", "timoe-shuffled-rus")
+
+
+class ConfigError(ValueError):
+    """Raised when params do not validate; the message names each offending key path."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- data
+class HaptConfig(_Strict):
+    window: int = Field(128, ge=8, le=2048, description="window length in samples (50 Hz)")
+    stride: int = Field(64, ge=1, le=2048)
+    classes: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
+    test_subjects: list[int] = Field(default_factory=lambda: [2, 4, 9, 10, 12, 13, 18, 20, 24])
+    val_subjects: list[int] = Field(default_factory=lambda: [1, 19, 29])
+    subjects: list[int] | None = Field(None, description="restrict to these subjects (smoke runs)")
+
+    @field_validator("classes")
+    @classmethod
+    def _classes_in_range(cls, v: list[int]) -> list[int]:
+        if not v or any(c < 1 or c > 12 for c in v):
+            raise ValueError("HAPT classes must be a non-empty list of labels in 1..12")
+        return v
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> HaptConfig:
+        if set(self.val_subjects) & set(self.test_subjects):
+            raise ValueError("val_subjects and test_subjects overlap")
+        if self.stride > self.window:
+            raise ValueError("stride larger than window would skip samples")
+        return self
+
+
+class BasicMotionsConfig(_Strict):
+    val_fraction: float = Field(0.25, gt=0.0, lt=1.0, description="share of train cases held out")
+
+
+class DataConfig(_Strict):
+    datasets: list[Literal["hapt", "basicmotions"]] = Field(default_factory=lambda: ["hapt", "basicmotions"])
+    seed: int = Field(0, ge=0)
+    hapt: HaptConfig = HaptConfig()
+    basicmotions: BasicMotionsConfig = BasicMotionsConfig()
+
+    @field_validator("datasets")
+    @classmethod
+    def _non_empty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one data set is needed")
+        if len(set(v)) != len(v):
+            raise ValueError("data sets listed twice")
+        return v
+
+
+# ---------------------------------------------------------------- rus
+class BatchEstimatorConfig(_Strict):
+    hidden: int = Field(64, ge=4, le=4096)
+    embed_dim: int = Field(16, ge=2, le=1024)
+    discrim_epochs: int = Field(20, ge=1, le=10_000)
+    align_epochs: int = Field(20, ge=1, le=10_000)
+    batch_size: int = Field(256, ge=8, le=65_536)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    sinkhorn_iters: int = Field(100, ge=1, le=100_000)
+    sinkhorn_tol: float = Field(1e-6, gt=0.0, le=1.0)
+
+
+class RusConfig(_Strict):
+    estimator: Literal["exact", "batch", "multiscale"] = "exact"
+    form: Literal["directed", "lagged_mi"] = "directed"
+    lags: list[int] = Field(default_factory=lambda: [0, 1, 2, 4, 8, 16])
+    n_bins: int = Field(8, ge=2, le=64)
+    discretizer: Literal["quantile", "uniform", "kmeans"] = "quantile"
+    past_bins: int = Field(0, ge=0, le=64, description="0: condition on the previous label itself")
+    max_samples: int = Field(200_000, ge=100)
+    solver_tol: float = Field(1e-7, gt=0.0, le=1e-2)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch: BatchEstimatorConfig = BatchEstimatorConfig()
+
+    @field_validator("lags")
+    @classmethod
+    def _lags(cls, v: list[int]) -> list[int]:
+        if not v or any(t < 0 for t in v) or len(set(v)) != len(v):
+            raise ValueError("lags must be distinct non-negative integers, at least one")
+        return sorted(v)
+
+
+# ---------------------------------------------------------------- model
+class RouterConfig(_Strict):
+    token_dim: int = Field(64, ge=1)
+    gru_dim: int = Field(64, ge=1)
+    kv_dim: int = Field(32, ge=1)
+
+
+class LossConfig(_Strict):
+    tau_r: float = Field(0.1, ge=0.0)
+    tau_u: float = Field(0.5, ge=0.0)
+    tau_s: float = Field(0.1, ge=0.0)
+    lambda_r: float = Field(1.0, ge=0.0)
+    lambda_u: float = Field(1.0, ge=0.0)
+    lambda_s: float = Field(1.0, ge=0.0)
+    lambda_load: float = Field(0.02, ge=0.0)
+
+
+class ModelConfig(_Strict):
+    names: list[str] = Field(default_factory=lambda: ["transformer"])
+    patch_size: int = Field(4, ge=1, le=256, description="consecutive steps merged into one token")
+    d_model: int = Field(64, ge=4, le=4096)
+    n_heads: int = Field(4, ge=1, le=64)
+    d_ff: int = Field(128, ge=4, le=16384)
+    encoder_layers: int = Field(1, ge=0, le=24)
+    n_layers: int = Field(4, ge=1, le=48)
+    moe_layers: list[int] = Field(default_factory=lambda: [0, 2])
+    n_experts: int = Field(8, ge=1, le=256)
+    n_synergy_experts: int = Field(2, ge=0, le=256)
+    top_k: int = Field(2, ge=1, le=256)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    router: RouterConfig = RouterConfig()
+    losses: LossConfig = LossConfig()
+
+    @field_validator("names")
+    @classmethod
+    def _known_models(cls, v: list[str]) -> list[str]:
+        unknown = [n for n in v if n not in MODEL_NAMES]
+        if unknown or not v:
+            raise ValueError(f"unknown model name(s) {unknown}; known: {list(MODEL_NAMES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _shapes(self) -> ModelConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError("d_model must be divisible by n_heads")
+        if any(i < 0 or i >= self.n_layers for i in self.moe_layers):
+            raise ValueError("moe_layers must index layers in 0..n_layers-1")
+        if self.top_k > self.n_experts:
+            raise ValueError("top_k exceeds n_experts")
+        if self.n_synergy_experts > self.n_experts:
+            raise ValueError("n_synergy_experts exceeds n_experts")
+        return self
+
+
+# ---------------------------------------------------------------- train
+class TrainConfig(_Strict):
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    epochs: int = Field(30, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(1e-5, ge=0.0, le=1.0)
+    grad_clip: float = Field(1.0, gt=0.0)
+    warmup_epochs: int = Field(1, ge=0)
+    patience: int = Field(8, ge=1)
+    max_train_windows: int | None = Field(None, ge=1, description="subsample training windows")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int = Field(0, ge=0, description="torch CPU threads; 0 keeps torch's default")
+    use_sweep: bool = Field(True, description="start from the sweep's best params")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v or len(set(v)) != len(v) or any(s < 0 for s in v):
+            raise ValueError("seeds must be distinct non-negative integers, at least one")
+        return v
+
+
+# ---------------------------------------------------------------- sweep
+class SearchParam(_Strict):
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SearchParam:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical parameter needs choices")
+        elif self.low is None or self.high is None or self.low > self.high:
+            raise ValueError("numeric parameter needs low <= high")
+        elif self.log and self.low <= 0:
+            raise ValueError("log scale needs low > 0")
+        return self
+
+
+SWEEPABLE_KEYS = (
+    "train.lr",
+    "train.weight_decay",
+    "train.batch_size",
+    "model.d_model",
+    "model.dropout",
+    "model.n_layers",
+    "model.d_ff",
+    "model.top_k",
+    "model.losses.lambda_r",
+    "model.losses.lambda_u",
+    "model.losses.lambda_s",
+    "model.losses.lambda_load",
+)
+
+
+def _default_space() -> dict[str, dict[str, SearchParam]]:
+    base = {
+        "train.lr": SearchParam(type="float", low=1e-4, high=3e-3, log=True),
+        "model.dropout": SearchParam(type="float", low=0.0, high=0.3),
+    }
+    return {"transformer": base}
+
+
+class SweepConfig(_Strict):
+    n_trials: int = Field(12, ge=1, le=100_000)
+    epochs: int = Field(5, ge=1, le=10_000)
+    n_workers: int = Field(1, ge=1, le=256)
+    seed: int = Field(0, ge=0)
+    metric: Literal["val_accuracy", "val_macro_f1"] = "val_accuracy"
+    storage: str | None = Field(None, description="SQLAlchemy URL; None: a journal file per study")
+    pruning: bool = True
+    space: dict[str, dict[str, SearchParam]] = Field(default_factory=_default_space)
+
+    @field_validator("space")
+    @classmethod
+    def _space_keys(cls, v: dict[str, dict[str, SearchParam]]) -> dict[str, dict[str, SearchParam]]:
+        for model, params in v.items():
+            if model not in MODEL_NAMES:
+                raise ValueError(f"search space for unknown model {model!r}")
+            bad = [k for k in params if k not in SWEEPABLE_KEYS]
+            if bad:
+                raise ValueError(f"unsweepable key(s) {bad} for {model}; allowed: {list(SWEEPABLE_KEYS)}")
+        return v
+
+
+# ---------------------------------------------------------------- evaluate / tracking
+class EvaluateConfig(_Strict):
+    metrics: list[Literal["accuracy", "macro_f1"]] = Field(default_factory=lambda: ["accuracy", "macro_f1"])
+    batch_size: int = Field(256, ge=1)
+
+
+class TrackingConfig(_Strict):
+    uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI")
+    experiment_prefix: str = Field("timoe", min_length=1)
+    dvc_remote: str = Field(".dvc-remote", description="path or URL of the default DVC remote")
+    dvc_commit: bool = Field(True, description="dvc commit after a successful snakemake run")
+
+
+class Params(_Strict):
+    data: DataConfig = DataConfig()
+    rus: RusConfig = RusConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    sweep: SweepConfig = SweepConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {path}: {msg}")
+    return "invalid params:\n" + "\n".join(lines)
+
+
+def validate(raw: dict[str, Any]) -> Params:
+    """Validate a raw params mapping (e.g. Snakemake's merged `config`)."""
+    if not isinstance(raw, dict):
+        raise ConfigError("invalid params: the top level must be a mapping of stage groups")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err)) from None
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Merge override into base recursively, the way Snakemake merges --configfile files."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"params file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"params file {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"params file {path} must hold a mapping at the top level")
+    return data
+
+
+def load_params(*paths: Path) -> Params:
+    """Read params.yaml and any override files (later ones win) and validate."""
+    merged: dict[str, Any] = {}
+    for p in paths:
+        merged = deep_merge(merged, read_yaml(Path(p)))
+    return validate(merged)
+
+
+def section(params: Params, dotted: str) -> Any:
+    """Return a sub-config by dotted path, e.g. 'train' or 'model.losses'."""
+    node: Any = params
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node

@@ -1,0 +1,183 @@
+"""MLflow tracking with lineage: every job that computes something is one MLflow run.
+
+Each run records the resolved config, its metrics and artifacts, and tags that tie a number
+back to the code (git commit, dirty flag, hash of the diff), the data (content hashes of the
+inputs) and the job (stage, wildcards, seed, device). The run id is written beside the stage's
+outputs (run_id.txt) so artifacts and runs link both ways.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from timoe import __version__
+
+RUN_ID_FILE = "run_id.txt"
+LOG_ENV = "TIMOE_LOG"
+# dvc.lock is rewritten by every successful pipeline run; counting it as a code change would
+# mark every run after the first as dirty although no code changed.
+_NOT_CODE = ("dvc.lock",)
+
+
+def _git(*args: str, cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=30)
+    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout
+
+
+def git_state(cwd: Path | None = None) -> dict[str, str]:
+    """Commit, dirty flag and a hash of the uncommitted diff (tracked and untracked source)."""
+    commit = (_git("rev-parse", "HEAD", cwd=cwd) or "").strip() or "unknown"
+    status = _git("status", "--porcelain", "--untracked-files=all", cwd=cwd)
+    if status is None:
+        return {"git_commit": commit, "git_dirty": "unknown", "git_diff_sha256": ""}
+    changed = [ln[3:] for ln in status.splitlines() if ln[3:] not in _NOT_CODE]
+    dirty = bool(changed)
+    digest = ""
+    if dirty:
+        h = hashlib.sha256()
+        h.update(
+            (_git("diff", "HEAD", "--", ".", *[f":(exclude){p}" for p in _NOT_CODE], cwd=cwd) or "").encode()
+        )
+        root = Path((_git("rev-parse", "--show-toplevel", cwd=cwd) or ".").strip())
+        for rel in sorted(ln[3:] for ln in status.splitlines() if ln.startswith("??")):
+            h.update(rel.encode())
+            with contextlib.suppress(OSError):
+                h.update((root / rel).read_bytes())
+        digest = h.hexdigest()
+    return {"git_commit": commit, "git_dirty": str(dirty).lower(), "git_diff_sha256": digest}
+
+
+def content_hash(path: Path) -> str:
+    """sha256 over a file, or over a directory's files (relative names and bytes, sorted)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_file():
+        files = [path]
+        base = path.parent
+    else:
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name != RUN_ID_FILE)
+        base = path
+    for f in files:
+        h.update(str(f.relative_to(base)).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def _mlflow():
+    # Imported lazily: `import mlflow` costs seconds, and most helpers here do not need it.
+    import mlflow
+
+    return mlflow
+
+
+def init_store(uri: str) -> None:
+    """Create the tracking store once, before parallel jobs race to create its tables."""
+    mlflow = _mlflow()
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    client.search_experiments(max_results=1)
+
+
+def experiment_name(prefix: str, stage: str, dataset: str | None) -> str:
+    return f"{prefix}/{dataset}" if dataset else f"{prefix}/{stage}"
+
+
+@contextlib.contextmanager
+def tracked_run(
+    *,
+    uri: str,
+    experiment: str,
+    stage: str,
+    config: Mapping[str, Any],
+    out_dir: Path | None,
+    inputs: Mapping[str, Path] | None = None,
+    wildcards: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    device: str = "cpu",
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+    nested: bool = False,
+) -> Iterator[Any]:
+    """Open an MLflow run carrying the lineage tags; write run_id.txt into out_dir.
+
+    out_dir is the (temporary) directory the stage is filling, so the run id travels with the
+    outputs when they are renamed into place.
+    """
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.set_experiment(experiment)
+    tags: dict[str, str] = {
+        "stage": stage,
+        "timoe_version": __version__,
+        "device": device,
+        "python": platform.python_version(),
+        **git_state(),
+    }
+    if seed is not None:
+        tags["seed"] = str(seed)
+    for k, v in (wildcards or {}).items():
+        tags[f"wildcard.{k}"] = str(v)
+    for name, p in (inputs or {}).items():
+        tags[f"input.{name}.path"] = str(p)
+        tags[f"input.{name}.sha256"] = content_hash(Path(p))
+        upstream = Path(p) / RUN_ID_FILE if Path(p).is_dir() else Path(p).parent / RUN_ID_FILE
+        if upstream.exists():
+            tags[f"input.{name}.run_id"] = upstream.read_text().strip()
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    if os.environ.get("SNAKEMAKE_JOBID"):
+        tags["snakemake_jobid"] = os.environ["SNAKEMAKE_JOBID"]
+    with mlflow.start_run(
+        experiment_id=exp.experiment_id, run_name=run_name, tags=tags, nested=nested
+    ) as run:
+        params = {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in flatten(config).items()}
+        items = list(params.items())
+        for i in range(0, len(items), 90):  # MLflow caps a log_params batch at 100
+            mlflow.log_params(dict(items[i : i + 90]))
+        mlflow.log_text(json.dumps(config, indent=2, default=str), "resolved_config.json")
+        if out_dir is not None:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            (Path(out_dir) / RUN_ID_FILE).write_text(run.info.run_id + "\n")
+        yield run
+        _log_job_log(mlflow)
+
+
+def _log_job_log(mlflow: Any) -> None:
+    """Attach the Snakemake job's log (path in TIMOE_LOG) to the run, as written so far."""
+    log = os.environ.get(LOG_ENV)
+    if not log or not Path(log).is_file():
+        return
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    mlflow.log_artifact(log, artifact_path="logs")
+
+
+def log_artifacts_from(paths: list[Path], artifact_path: str | None = None) -> None:
+    mlflow = _mlflow()
+    for p in paths:
+        if Path(p).is_file():
+            mlflow.log_artifact(str(p), artifact_path=artifact_path)

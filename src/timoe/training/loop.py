@@ -1,0 +1,199 @@
+"""The training loop: AdamW, warm-up + cosine schedule, clipping, early stopping, resumable.
+
+A checkpoint is written atomically after every epoch. It holds everything the next epoch
+depends on (weights, optimiser and schedule state, the RNG state that drives dropout, the
+best-so-far weights and the early-stopping counter), and shuffling is derived from
+(seed, epoch) alone, so a run killed at any point and resumed ends with exactly the metrics of
+an uninterrupted run on CPU.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from timoe.atomic import atomic_write_bytes
+from timoe.evaluation.metrics import classification_metrics
+from timoe.training.seeding import epoch_generator
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    grad_clip: float
+    warmup_epochs: int
+    patience: int
+    seed: int
+    selection_metric: str = "val_accuracy"
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_metric: float = -math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    resumed_from_epoch: int | None = None
+
+
+def _cosine_with_warmup(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: np.ndarray, device: torch.device, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities [N, n_classes] for windows x [N, T, C]."""
+    model.eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = torch.from_numpy(x[i : i + batch_size]).to(device)
+        out.append(torch.softmax(model(xb).logits.float(), dim=-1).cpu().numpy())
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(out)
+
+
+def _state_bytes(obj: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def train(
+    model: nn.Module,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    n_classes: int,
+    settings: LoopSettings,
+    device: torch.device,
+    *,
+    checkpoint: Path | None = None,
+    checkpoint_key: str = "",
+    on_epoch: EpochCallback | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train with model selection on validation; resume from `checkpoint` if it matches.
+
+    `checkpoint_key` identifies the run configuration: a checkpoint written under another key
+    is ignored rather than resumed, so a changed config never continues a stale run.
+    """
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(x_train) / settings.batch_size))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, _cosine_with_warmup(settings.warmup_epochs * steps_per_epoch, settings.epochs * steps_per_epoch)
+    )
+    result = TrainResult()
+    start_epoch = 0
+    bad_epochs = 0
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if state.get("key") == checkpoint_key:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+            result.history = [dict(h) for h in state["history"]]
+            result.best_epoch = int(state["best_epoch"])
+            result.best_metric = float(state["best_metric"])
+            result.best_state = state["best_state"]
+            bad_epochs = int(state["bad_epochs"])
+            start_epoch = int(state["epoch"]) + 1
+            result.resumed_from_epoch = start_epoch
+    xt = torch.from_numpy(x_train)
+    yt = torch.from_numpy(y_train.astype(np.int64))
+    loss_fn = nn.CrossEntropyLoss()
+    stopped = bad_epochs >= settings.patience
+    for epoch in range(start_epoch, settings.epochs):
+        if stopped:
+            break
+        model.train()
+        order = torch.randperm(len(xt), generator=epoch_generator(settings.seed, epoch))
+        sums: dict[str, float] = {}
+        n_seen = 0
+        batches = range(0, len(order), settings.batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            batches = tqdm(batches, desc=f"epoch {epoch}", leave=False)
+        for i in batches:
+            idx = order[i : i + settings.batch_size]
+            xb, yb = xt[idx].to(device), yt[idx].to(device)
+            out = model(xb)
+            ce = loss_fn(out.logits, yb)
+            loss = ce + out.aux_loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            opt.step()
+            sched.step()
+            parts = {"loss": float(loss), "ce": float(ce)}
+            parts.update({f"aux_{k}": float(v) for k, v in out.aux_parts.items()})
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v * len(idx)
+            n_seen += len(idx)
+        metrics = {f"train_{k}": v / max(1, n_seen) for k, v in sums.items()}
+        val_prob = predict(model, x_val, device)
+        val_pred = val_prob.argmax(axis=1) if len(val_prob) else np.zeros(0, dtype=np.int64)
+        for k, v in classification_metrics(y_val, val_pred, n_classes).items():
+            metrics[f"val_{k}"] = v
+        metrics["lr"] = float(sched.get_last_lr()[0])
+        metrics["epoch"] = float(epoch)
+        result.history.append(metrics)
+        score = metrics.get(settings.selection_metric, -math.inf)
+        if score > result.best_metric:
+            result.best_metric, result.best_epoch = score, epoch
+            result.best_state = _clone_state(model)
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+        stopped = bad_epochs >= settings.patience
+        if checkpoint is not None:
+            atomic_write_bytes(
+                checkpoint,
+                _state_bytes(
+                    {
+                        "key": checkpoint_key,
+                        "epoch": epoch,
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "rng": torch.get_rng_state(),
+                        "history": result.history,
+                        "best_epoch": result.best_epoch,
+                        "best_metric": result.best_metric,
+                        "best_state": result.best_state,
+                        "bad_epochs": bad_epochs,
+                    }
+                ),
+            )
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+    if result.best_state is not None:
+        model.load_state_dict(result.best_state)
+    return result

@@ -1,0 +1,122 @@
+"""What the Snakefile needs from Python, kept here so the Snakefile stays thin and testable."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from timoe.atomic import atomic_write_text
+from timoe.config import ConfigError, Params, validate
+from timoe.stages.common import needs_rus
+from timoe.workflow_targets import targets
+
+RESOLVED_PATH = Path(".snakemake/timoe/params.resolved.yaml")
+# dvc.yaml stage -> the output it versions; committed after a successful run when present.
+DVC_STAGES = {
+    "prepare": "data/processed",
+    "quantify": "results/rus",
+    "sweep": "results/sweeps",
+    "train": "results/models",
+    "evaluate": "results/benchmark",
+}
+
+
+@dataclass
+class Pipeline:
+    params: Params
+
+    @classmethod
+    def from_snakemake_config(cls, config: dict[str, Any]) -> Pipeline:
+        try:
+            return cls(validate(dict(config)))
+        except ConfigError as err:
+            # Stop before any job runs, with the offending key paths and no Python traceback.
+            print(f"timoe: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    def write_resolved(self, path: Path = RESOLVED_PATH) -> str:
+        """Write the validated config once per invocation; rules pass this path to `timoe`.
+
+        The path is constant so that changing a value does not change any rule's command
+        (which would rerun everything); reruns follow each rule's declared params instead.
+        """
+        text = yaml.safe_dump(self.params.model_dump(), sort_keys=True)
+        if not path.exists() or path.read_text() != text:
+            atomic_write_text(path, text)
+        return str(path)
+
+    def _get(self, dotted: str) -> Any:
+        node: Any = self.params.model_dump()
+        for part in dotted.split("."):
+            node = node[part]
+        return node
+
+    def params_json(self, *keys: str, exclude: tuple[str, ...] = ()) -> str:
+        """The params a rule reads, as a stable string for Snakemake's params rerun trigger."""
+        picked = {k: self._get(k) for k in keys}
+        for ex in exclude:
+            head, _, leaf = ex.rpartition(".")
+            if head in picked and isinstance(picked[head], dict):
+                picked[head] = {k: v for k, v in picked[head].items() if k != leaf}
+        return json.dumps(picked, sort_keys=True)
+
+    def model_inputs(self, dataset: str, model: str, *, with_sweep: bool) -> dict[str, str]:
+        inputs = {"data": f"data/processed/{dataset}"}
+        if needs_rus(model):
+            inputs["rus"] = f"results/rus/{dataset}"
+        if with_sweep:
+            inputs["sweep"] = f"results/sweeps/{dataset}/{model}"
+        return inputs
+
+    def all_model_outputs(self) -> list[str]:
+        return targets(self.params, "train")
+
+    def on_start(self) -> None:
+        from timoe.tracking import init_store
+
+        init_store(self.params.tracking.uri)
+
+    def on_success(self) -> None:
+        if not self.params.tracking.dvc_commit:
+            return
+        dvc_commit(Path("."))
+
+
+def dvc_commit(root: Path) -> None:
+    """Record the outputs in dvc.lock (`dvc commit -f`) for every stage whose output exists."""
+    if not (root / ".dvc").is_dir() or shutil.which("dvc") is None:
+        print("timoe: no DVC repository or dvc command here; outputs not committed to DVC", file=sys.stderr)
+        return
+    stages = [s for s, out in DVC_STAGES.items() if (root / out).exists()]
+    if not stages:
+        return
+    result = subprocess.run(["dvc", "commit", "-f", "-q", *stages], cwd=root, capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"timoe: dvc commit failed:\n{result.stdout}{result.stderr}", file=sys.stderr)
+        raise SystemExit(result.returncode)
+
+
+def configure_dvc_remote(remote: str, root: Path) -> str:
+    """Set the default DVC remote in .dvc/config.local (machine-specific, never committed).
+
+    A local path is expanded (~) and made absolute here rather than in the committed config, so
+    committed files hold no machine paths and every clone on this machine shares one remote.
+    """
+    if not (root / ".dvc").is_dir():
+        raise ConfigError(f"{root.resolve()} is not a DVC repository (no .dvc folder)")
+    is_url = "://" in remote
+    url = remote if is_url else str(Path(remote).expanduser().resolve())
+    if not is_url:
+        Path(url).mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["dvc", "remote", "add", "--local", "-f", "-d", "default", url], cwd=root,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ConfigError(f"could not configure the DVC remote {url}: {result.stderr.strip()}")
+    return url

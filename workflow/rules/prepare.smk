@@ -1,0 +1,9 @@
+rule prepare:
+    output:
+        directory("data/processed/{dataset}"),
+    params:
+        keys=lambda w: PIPE.params_json("data.seed", f"data.{w.dataset}"),
+    log:
+        "logs/prepare/{dataset}.log",
+    shell:
+        "TIMOE_LOG={log} timoe prepare --dataset {wildcards.dataset} --out {output} --params {RESOLVED} > {log} 2>&1"

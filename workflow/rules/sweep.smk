@@ -1,0 +1,16 @@
+rule sweep:
+    input:
+        unpack(lambda w: PIPE.model_inputs(w.dataset, w.model, with_sweep=False)),
+    output:
+        directory("results/sweeps/{dataset}/{model}"),
+    params:
+        keys=lambda w: PIPE.params_json(
+            "sweep", "model", "train.batch_size", "train.lr", "train.weight_decay", "train.grad_clip",
+            "train.warmup_epochs", "train.max_train_windows", "train.device",
+        ),
+        rus=lambda w, input: f"--rus {input.rus}" if "rus" in input.keys() else "",
+    log:
+        "logs/sweep/{dataset}/{model}.log",
+    shell:
+        "TIMOE_LOG={log} timoe sweep --dataset {wildcards.dataset} --model {wildcards.model}"
+        " --data {input.data} {params.rus} --out {output} --params {RESOLVED} > {log} 2>&1"
