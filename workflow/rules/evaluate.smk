@@ -4,7 +4,7 @@ rule evaluate:
     output:
         directory("results/benchmark"),
     params:
-        keys=lambda w: PIPE.params_json("evaluate"),
+        reads=lambda w: PIPE.params_json("evaluate"),
     log:
         "logs/evaluate.log",
     shell:

@@ -4,7 +4,7 @@ rule quantify:
     output:
         directory("results/rus/{dataset}"),
     params:
-        keys=lambda w: PIPE.params_json("rus", "data.seed"),
+        reads=lambda w: PIPE.params_json("rus", "data.seed"),
     log:
         "logs/quantify/{dataset}.log",
     shell:

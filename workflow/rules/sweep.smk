@@ -4,7 +4,7 @@ rule sweep:
     output:
         directory("results/sweeps/{dataset}/{model}"),
     params:
-        keys=lambda w: PIPE.params_json(
+        reads=lambda w: PIPE.params_json(
             "sweep", "model", "train.batch_size", "train.lr", "train.weight_decay", "train.grad_clip",
             "train.warmup_epochs", "train.max_train_windows", "train.device",
         ),

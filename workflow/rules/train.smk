@@ -4,7 +4,7 @@ rule train:
     output:
         directory("results/models/{dataset}/{model}/seed{seed}"),
     params:
-        keys=lambda w: PIPE.params_json("model", "train", exclude=("train.seeds",)),
+        reads=lambda w: PIPE.params_json("model", "train", exclude=("train.seeds",)),
         extra=lambda w, input: " ".join(
             f"--{k} {input[k]}" for k in ("rus", "sweep") if k in input.keys()
         ),

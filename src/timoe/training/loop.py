@@ -152,8 +152,8 @@ def train(
             nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
             opt.step()
             sched.step()
-            parts = {"loss": float(loss), "ce": float(ce)}
-            parts.update({f"aux_{k}": float(v) for k, v in out.aux_parts.items()})
+            parts = {"loss": float(loss.detach()), "ce": float(ce.detach())}
+            parts.update({f"aux_{k}": float(v.detach()) for k, v in out.aux_parts.items()})
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v * len(idx)
             n_seen += len(idx)

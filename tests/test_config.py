@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from timoe.config import ConfigError, Params, deep_merge, load_params, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_params_yaml_and_smoke_profile_validate():
+    p = load_params(ROOT / "params.yaml")
+    smoke = load_params(ROOT / "params.yaml", ROOT / "workflow" / "smoke.yaml")
+    assert p.train.epochs > smoke.train.epochs == 1
+    assert smoke.sweep.n_trials == 2
+    # the override keeps keys it does not mention
+    assert smoke.train.lr == p.train.lr
+    assert smoke.data.hapt.window == p.data.hapt.window
+
+
+def test_defaults_equal_an_empty_file():
+    assert validate({}) == Params()
+
+
+@pytest.mark.parametrize(
+    ("raw", "path", "words"),
+    [
+        ({"train": {"epochz": 3}}, "train.epochz", "unknown key"),
+        ({"train": {"epochs": "many"}}, "train.epochs", "integer"),
+        ({"train": {"epochs": 0}}, "train.epochs", "greater than or equal"),
+        ({"model": {"names": ["nope"]}}, "model.names", "unknown model"),
+        ({"data": {"datasets": ["mnist"]}}, "data.datasets.0", "hapt"),
+        ({"sweep": {"space": {"transformer": {"train.epochs": {"type": "int", "low": 1, "high": 2}}}}},
+         "sweep.space", "unsweepable"),
+        ({"rus": {"lags": [1, 1]}}, "rus.lags", "distinct"),
+        ({"bogus": {}}, "bogus", "unknown key"),
+    ],
+)
+def test_bad_params_name_the_key_path(raw, path, words):
+    with pytest.raises(ConfigError) as info:
+        validate(raw)
+    msg = str(info.value)
+    assert path in msg
+    assert words in msg
+
+
+def test_cross_field_checks():
+    with pytest.raises(ConfigError, match="d_model must be divisible"):
+        validate({"model": {"d_model": 30, "n_heads": 4}})
+    with pytest.raises(ConfigError, match="overlap"):
+        validate({"data": {"hapt": {"val_subjects": [2], "test_subjects": [2]}}})
+
+
+def test_yaml_errors_are_clear(tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "missing.yaml")
+
+
+def test_deep_merge_is_recursive():
+    assert deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}) == {"a": {"b": 1, "c": 3}}
+
+
+def test_sweep_overrides_apply_and_revalidate():
+    from timoe.stages.common import apply_overrides
+
+    p = apply_overrides(Params(), {"train.lr": 0.01, "model.dropout": 0.2})
+    assert p.train.lr == 0.01 and p.model.dropout == 0.2
+    with pytest.raises(ConfigError):
+        apply_overrides(Params(), {"train.lr": -1.0})
+    with pytest.raises(ConfigError, match="not allowed"):
+        apply_overrides(Params(), {"data.seed": 3})
+
+
+def test_every_params_yaml_key_is_in_the_schema():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert set(raw) == set(Params.model_fields)
