@@ -121,6 +121,7 @@ def tracked_run(
     run_name: str | None = None,
     parent_run_id: str | None = None,
     nested: bool = False,
+    full_params: Mapping[str, Any] | None = None,
 ) -> Iterator[Any]:
     """Open an MLflow run carrying the lineage tags; write run_id.txt into out_dir.
 
@@ -159,6 +160,11 @@ def tracked_run(
         for i in range(0, len(items), 90):  # MLflow caps a log_params batch at 100
             mlflow.log_params(dict(items[i : i + 90]))
         mlflow.log_text(json.dumps(config, indent=2, default=str), "resolved_config.json")
+        if full_params is not None:
+            # The whole validated config, so `timoe audit reproduce` can rerun the job as it was.
+            import yaml
+
+            mlflow.log_text(yaml.safe_dump(dict(full_params), sort_keys=True), "resolved_params.yaml")
         if out_dir is not None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             (Path(out_dir) / RUN_ID_FILE).write_text(run.info.run_id + "\n")

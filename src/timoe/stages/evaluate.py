@@ -68,6 +68,7 @@ def run_evaluate(params: Params, *, model_dirs: list[Path], out_dir: Path) -> pl
             uri=params.tracking.uri,
             experiment=experiment_name(params.tracking.experiment_prefix, "evaluate", None),
             stage="evaluate",
+            full_params=params.model_dump(),
             config={"evaluate": params.evaluate.model_dump()},
             out_dir=tmp,
             inputs={f"model{i}": Path(d) for i, d in enumerate(model_dirs)},

@@ -20,6 +20,7 @@ def run_prepare(params: Params, *, dataset: str, out_dir: Path) -> dict[str, Any
             uri=params.tracking.uri,
             experiment=experiment_name(params.tracking.experiment_prefix, "prepare", dataset),
             stage="prepare",
+            full_params=params.model_dump(),
             config={"data": params.data.model_dump()},
             out_dir=tmp,
             wildcards={"dataset": dataset},

@@ -60,6 +60,7 @@ def run_quantify(params: Params, *, dataset: str, data_dir: Path, out_dir: Path)
             uri=params.tracking.uri,
             experiment=experiment_name(params.tracking.experiment_prefix, "quantify", dataset),
             stage="quantify",
+            full_params=params.model_dump(),
             config={"rus": rc.model_dump()},
             out_dir=tmp,
             inputs={"data": data_dir},

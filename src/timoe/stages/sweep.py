@@ -111,6 +111,7 @@ def run_sweep(
             uri=params.tracking.uri,
             experiment=experiment_name(params.tracking.experiment_prefix, "sweep", dataset),
             stage="sweep",
+            full_params=params.model_dump(),
             config={
                 "sweep": sc.model_dump(),
                 "train": params.train.model_dump(),

@@ -73,9 +73,9 @@ def build_for_data(
             .agg([pl.col(c).mean() for c in ("R", "U1", "U2", "S", "total")])
             .sort(["pair", "lag"])
         )
-        prior = RusPrior.from_table(scaled, list(modalities), n_steps)
-        if model_name == "timoe-shuffled-rus":
-            prior = prior.shuffled(torch.Generator().manual_seed(seed))
+        prior = RusPrior.from_table(
+            scaled, list(modalities), n_steps
+        )  # build_model shuffles for the ablation
     torch.manual_seed(seed)
     inner = build_model(
         model_name,
@@ -158,6 +158,7 @@ def run_train(params: Params, job: TrainJob, *, progress: bool = False) -> dict[
             uri=params.tracking.uri,
             experiment=experiment_name(params.tracking.experiment_prefix, "train", job.dataset),
             stage="train",
+            full_params=eff.model_dump(),
             config=resolved,
             out_dir=tmp,
             inputs=inputs,

@@ -1,0 +1,213 @@
+"""End to end: the real Snakefile on the smoke profile, in a copy of the repository.
+
+One pipeline run (module fixture) is checked from several sides: outputs, MLflow lineage,
+DVC state, incrementality, the DVC remote round trip, and a corrupted input. Tests that
+change the copy run last, in file order.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def sh(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+        )
+    return r
+
+
+def snakemake(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [
+        "snakemake",
+        "--cores",
+        "2",
+        "--profile",
+        "workflow/profiles/default",
+        "--configfile",
+        "workflow/smoke.yaml",
+        "local.yaml",
+        *args,
+    ]
+    return sh(cmd, repo, check=check)
+
+
+def copy_repo(dest: Path) -> None:
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
+
+def git_commit_all(repo: Path, msg: str) -> None:
+    sh(["git", "add", "-A"], repo)
+    sh(["git", "-c", "user.email=ci@timoe", "-c", "user.name=ci", "commit", "-qm", msg], repo)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> dict:
+    base = tmp_path_factory.mktemp("e2e")
+    repo = base / "repo"
+    repo.mkdir()
+    copy_repo(repo)
+    (repo / "local.yaml").write_text(f"tracking:\n  dvc_remote: {base / 'remote'}\n")
+    sh(["git", "init", "-q"], repo)
+    git_commit_all(repo, "snapshot")
+    started = time.time()
+    run = snakemake(repo)
+    return {"repo": repo, "base": base, "first_run": run, "seconds": time.time() - started}
+
+
+def test_outputs_exist(pipeline):
+    repo = pipeline["repo"]
+    for ds in ("hapt", "basicmotions"):
+        assert (repo / f"data/processed/{ds}/windows.parquet").is_file()
+        assert (repo / f"results/rus/{ds}/rus.parquet").is_file()
+        assert list((repo / f"results/rus/{ds}").glob("rus_*.png"))
+        assert (repo / f"results/sweeps/{ds}/transformer/best_params.json").is_file()
+        for seed in (0, 1):
+            d = repo / f"results/models/{ds}/transformer/seed{seed}"
+            assert (d / "predictions.parquet").is_file() and (d / "metrics.json").is_file()
+    table = (repo / "results/benchmark/metrics.md").read_text()
+    assert "| hapt | transformer | 2 |" in table and "| basicmotions | transformer | 2 |" in table
+    assert (repo / "results/benchmark/metrics.csv").is_file()
+
+
+def test_mlflow_runs_carry_lineage(pipeline):
+    import mlflow
+
+    repo = pipeline["repo"]
+    head = sh(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
+    by_id = {r.info.run_id: r for r in runs}
+    stages = {r.data.tags.get("stage") for r in runs}
+    assert {"prepare", "quantify", "sweep", "train", "evaluate"} <= stages
+    for r in runs:
+        t = r.data.tags
+        assert t["git_commit"] == head
+        assert t["git_dirty"] in ("true", "false")
+        assert t["timoe_version"] and t["device"]
+    # every output names its run, and every run of a stage with inputs names the inputs' hashes and runs
+    for out in [
+        *repo.glob("results/models/*/*/seed*"),
+        *repo.glob("results/rus/*"),
+        *repo.glob("data/processed/*"),
+    ]:
+        run = by_id[(out / "run_id.txt").read_text().strip()]
+        assert run.info.status == "FINISHED"
+        if run.data.tags["stage"] != "prepare":
+            assert re.fullmatch(r"[0-9a-f]{64}", run.data.tags["input.data.sha256"])
+            assert run.data.tags["input.data.run_id"] in by_id
+        if run.data.tags["stage"] == "train":
+            assert run.data.tags["wildcard.seed"] in ("0", "1")
+            assert "val_accuracy" in run.data.metrics and "test_accuracy" in run.data.metrics
+    arts = {
+        a.path
+        for a in client.list_artifacts(
+            next(r for r in runs if r.data.tags.get("stage") == "train").info.run_id
+        )
+    }
+    assert {"resolved_config.json", "metrics.json", "logs"} <= arts
+
+
+def test_dvc_status_clean_after_run(pipeline):
+    r = sh(["dvc", "status"], pipeline["repo"])
+    assert "up to date" in r.stdout.lower(), r.stdout
+
+
+def test_second_run_does_nothing(pipeline):
+    repo = pipeline["repo"]
+    assert "Nothing to be done" in snakemake(repo, "-n").stdout + snakemake(repo, "-n").stderr
+    started = time.time()
+    r = snakemake(repo)
+    assert "Nothing to be done" in r.stdout + r.stderr
+    assert time.time() - started < 60
+
+
+def _planned_rules(repo: Path, extra: str) -> set[str]:
+    (repo / "extra.yaml").write_text(extra)
+    cmd = [
+        "snakemake",
+        "-n",
+        "--cores",
+        "2",
+        "--profile",
+        "workflow/profiles/default",
+        "--configfile",
+        "workflow/smoke.yaml",
+        "local.yaml",
+        "extra.yaml",
+    ]
+    r = sh(cmd, repo)
+    return set(re.findall(r"^(?:local)?rule (\w+):", r.stdout + r.stderr, flags=re.M))
+
+
+def test_train_change_reruns_train_and_evaluate_only(pipeline):
+    repo = pipeline["repo"]
+    assert _planned_rules(repo, "train:\n  weight_decay: 0.001\n") == {"sweep", "train", "evaluate"}
+    assert _planned_rules(repo, "train:\n  patience: 3\n") == {"train", "evaluate"}
+    assert _planned_rules(repo, "rus:\n  n_bins: 5\n") == {"quantify"}
+    (repo / "extra.yaml").unlink()
+
+
+def test_push_then_pull_in_fresh_clone_restores_everything(pipeline):
+    repo, base = pipeline["repo"], pipeline["base"]
+    sh([str(BIN / "timoe"), "dvc-remote", "-p", "params.yaml", "-p", "local.yaml"], repo)
+    sh(["dvc", "push", "-q"], repo)
+    git_commit_all(repo, "results recorded in dvc.lock")
+    clone = base / "clone"
+    sh(["git", "clone", "-q", str(repo), str(clone)], base)
+    assert not (clone / "results").exists()
+    sh([str(BIN / "timoe"), "dvc-remote", "-p", "params.yaml", "-p", "local.yaml"], clone)
+    sh(["dvc", "pull", "-q"], clone)
+    assert (clone / "results/benchmark/metrics.md").read_text() == (
+        repo / "results/benchmark/metrics.md"
+    ).read_text()
+    snakemake(clone, "--touch")
+    r = snakemake(clone, "-n")
+    assert "Nothing to be done" in r.stdout + r.stderr, r.stdout
+
+
+def test_invalid_params_stop_before_any_job(pipeline):
+    repo = pipeline["repo"]
+    (repo / "bad.yaml").write_text("train:\n  epochs: 0\n")
+    cmd = ["snakemake", "-n", "--cores", "1", "--configfile", "workflow/smoke.yaml", "local.yaml", "bad.yaml"]
+    r = sh(cmd, repo, check=False)
+    (repo / "bad.yaml").unlink()
+    assert r.returncode != 0
+    assert "train.epochs" in r.stderr
+
+
+def test_corrupted_input_fails_cleanly(pipeline):
+    repo = pipeline["repo"]
+    (repo / "data/processed/basicmotions/windows.parquet").write_bytes(b"PAR1 corrupted")
+    r = snakemake(repo, "--forcerun", "quantify", "--", "results/rus/basicmotions", check=False)
+    assert r.returncode != 0
+    log = (repo / "logs/quantify/basicmotions.log").read_text()
+    assert "windows.parquet" in log and "Traceback" not in log
+    assert not (repo / "results/rus/basicmotions").exists()
+    assert not list((repo / "results/rus").glob(".basicmotions*"))

@@ -1,0 +1,88 @@
+"""The training loop: deterministic, and a resumed run ends exactly like an uninterrupted one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from timoe.config import ModelConfig
+from timoe.models import build_model
+from timoe.training.loop import LoopSettings, train
+from timoe.training.patching import Patched, patch_input, patched_modalities
+from timoe.training.seeding import seed_everything
+
+CFG = ModelConfig(d_model=8, n_heads=2, d_ff=16, n_layers=2, moe_layers=[0], encoder_layers=1, dropout=0.2)
+
+
+def _data(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(48, 16, 4)).astype(np.float32)
+    y = (x[:, :, 0].mean(axis=1) > 0).astype(np.int64)
+    x[:, :, 1] += y[:, None] * 0.5
+    return x[:32], y[:32], x[32:], y[32:]
+
+
+def _model(name: str = "transformer"):
+    seed_everything(0)
+    inner = build_model(name, CFG, n_channels=8, n_timesteps=8, n_classes=2,
+                        modalities=patched_modalities({"a": [0, 1], "b": [2, 3]}, 4, 2))
+    return Patched(inner, 2)
+
+
+SETTINGS = LoopSettings(epochs=4, batch_size=8, lr=3e-3, weight_decay=0.0, grad_clip=1.0,
+                        warmup_epochs=1, patience=10, seed=3)
+
+
+def _run(ckpt=None, stop_after=None):
+    xt, yt, xv, yv = _data()
+    model = _model()
+
+    def stop(epoch, _m):
+        if stop_after is not None and epoch == stop_after:
+            raise KeyboardInterrupt  # stands in for a kill after the checkpoint was written
+
+    result = train(model, xt, yt, xv, yv, 2, SETTINGS, torch.device("cpu"), checkpoint=ckpt,
+                   checkpoint_key="k", on_epoch=stop)
+    return model, result
+
+
+def test_same_seed_same_numbers():
+    m1, r1 = _run()
+    m2, r2 = _run()
+    assert r1.history == r2.history
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_resume_after_interruption_matches_uninterrupted(tmp_path):
+    _, full = _run()
+    ckpt = tmp_path / "last.pt"
+    with pytest.raises(KeyboardInterrupt):
+        _run(ckpt, stop_after=1)
+    assert ckpt.exists()
+    _, resumed = _run(ckpt)
+    assert resumed.resumed_from_epoch == 2
+    assert resumed.history == full.history
+    assert resumed.best_epoch == full.best_epoch
+
+
+def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
+    ckpt = tmp_path / "last.pt"
+    with pytest.raises(KeyboardInterrupt):
+        _run(ckpt, stop_after=0)
+    xt, yt, xv, yv = _data()
+    result = train(_model(), xt, yt, xv, yv, 2, SETTINGS, torch.device("cpu"), checkpoint=ckpt,
+                   checkpoint_key="other")
+    assert result.resumed_from_epoch is None
+    assert len(result.history) == SETTINGS.epochs
+
+
+def test_patching_keeps_modalities_apart():
+    x = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
+    p = patch_input(x, 2)
+    assert p.shape == (2, 2, 6)
+    mods = patched_modalities({"a": [0], "b": [1, 2]}, 3, 2)
+    assert mods == {"a": [0, 3], "b": [1, 2, 4, 5]}
+    # step 1 channel 0 of the window lands at patch 0, channel 3
+    assert p[0, 0, 3] == x[0, 1, 0]
