@@ -21,6 +21,9 @@ include: "workflow/rules/evaluate.smk"
 rule all:
     input:
         "results/benchmark",
+        # the interaction estimates are a result of the study in their own right, and the input
+        # of the RUS-aware models; run them even when only baselines are listed
+        expand("results/rus/{dataset}", dataset=P.data.datasets),
 
 
 onstart:

@@ -18,14 +18,6 @@ from timoe.stages.common import needs_rus
 from timoe.workflow_targets import targets
 
 RESOLVED_PATH = Path(".snakemake/timoe/params.resolved.yaml")
-# dvc.yaml stage -> the output it versions; committed after a successful run when present.
-DVC_STAGES = {
-    "prepare": "data/processed",
-    "quantify": "results/rus",
-    "sweep": "results/sweeps",
-    "train": "results/models",
-    "evaluate": "results/benchmark",
-}
 
 
 @dataclass
@@ -89,12 +81,23 @@ class Pipeline:
         dvc_commit(Path("."))
 
 
+def committable_stages(root: Path) -> list[str]:
+    """dvc.yaml stages whose deps and outs all exist (a partial run commits what it made)."""
+    spec = yaml.safe_load((root / "dvc.yaml").read_text())
+    ready = []
+    for name, stage in spec.get("stages", {}).items():
+        paths = [*stage.get("deps", []), *stage.get("outs", [])]
+        if all((root / str(p)).exists() for p in paths):
+            ready.append(name)
+    return ready
+
+
 def dvc_commit(root: Path) -> None:
     """Record the outputs in dvc.lock (`dvc commit -f`) for every stage whose output exists."""
     if not (root / ".dvc").is_dir() or shutil.which("dvc") is None:
         print("timoe: no DVC repository or dvc command here; outputs not committed to DVC", file=sys.stderr)
         return
-    stages = [s for s, out in DVC_STAGES.items() if (root / out).exists()]
+    stages = committable_stages(root)
     if not stages:
         return
     result = subprocess.run(["dvc", "commit", "-f", "-q", *stages], cwd=root, capture_output=True, text=True)
