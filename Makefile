@@ -6,7 +6,7 @@ STAMP := $(VENV)/.timoe-installed
 CORES ?= 2
 SNAKEMAKE := $(BIN)/snakemake --cores $(CORES) --profile workflow/profiles/default
 
-.PHONY: setup run test lint smoke push pull ui clean
+.PHONY: setup run test lint smoke push pull report ui clean
 
 $(STAMP): pyproject.toml requirements-data.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ pull: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/timoe dvc-remote
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc pull -q
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(SNAKEMAKE) --touch --quiet
+
+report: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(SNAKEMAKE) --report results/snakemake-report.zip
 
 ui: setup
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --workers 1 --backend-store-uri sqlite:///mlflow.db

@@ -95,6 +95,14 @@ def test_outputs_exist(pipeline):
     table = (repo / "results/benchmark/metrics.md").read_text()
     assert "| hapt | transformer | 2 |" in table and "| basicmotions | transformer | 2 |" in table
     assert (repo / "results/benchmark/metrics.csv").is_file()
+    report = (repo / "results/benchmark/report.html").read_text()
+    assert "data:image/png;base64," in report and "<table>" in report
+
+
+def test_snakemake_report(pipeline):
+    repo = pipeline["repo"]
+    snakemake(repo, "--report", "snakemake-report.zip")
+    assert (repo / "snakemake-report.zip").stat().st_size > 10_000
 
 
 def test_mlflow_runs_carry_lineage(pipeline):

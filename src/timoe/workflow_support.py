@@ -70,6 +70,9 @@ class Pipeline:
     def all_model_outputs(self) -> list[str]:
         return targets(self.params, "train")
 
+    def all_sweep_outputs(self) -> list[str]:
+        return targets(self.params, "sweep")
+
     def on_start(self) -> None:
         from timoe.tracking import init_store
 

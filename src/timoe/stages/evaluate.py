@@ -1,4 +1,8 @@
-"""The evaluate stage: test metrics per data set × model × seed, and mean ± std over seeds."""
+"""The evaluate stage: test metrics per data set × model × seed, the summary table, the report.
+
+Metrics come from the test predictions each train job saved (model selection never saw them);
+figures come from the saved RUS tables, routing statistics, training histories and sweeps.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,15 @@ import polars as pl
 
 from timoe.atomic import atomic_dir
 from timoe.config import Params
-from timoe.evaluation.metrics import accuracy, macro_f1
+from timoe.evaluation import figures as figs
+from timoe.evaluation.metrics import accuracy, macro_f1, per_class_recall
+from timoe.evaluation.report import summary_markdown, write_html, write_markdown
+from timoe.evaluation.stats import auroc_ovr, compare_with_best_baseline
 from timoe.stages.common import save_json
-from timoe.tracking import experiment_name, log_artifacts_from, tracked_run
+from timoe.tracking import experiment_name, git_state, log_artifacts_from, tracked_run
 
 
-def score_run(model_dir: Path) -> dict[str, Any]:
-    """Score one train output from its saved test predictions."""
+def _read_train_output(model_dir: Path) -> tuple[dict[str, Any], pl.DataFrame]:
     model_dir = Path(model_dir)
     meta_path, pred_path = model_dir / "metrics.json", model_dir / "predictions.parquet"
     for p in (meta_path, pred_path):
@@ -25,17 +31,29 @@ def score_run(model_dir: Path) -> dict[str, Any]:
             raise FileNotFoundError(f"train output {p} is missing")
     meta = json.loads(meta_path.read_text())
     preds = pl.read_parquet(pred_path).filter(pl.col("split") == "test")
+    return meta, preds
+
+
+def score_run(model_dir: Path) -> dict[str, Any]:
+    """Score one train output from its saved test predictions."""
+    meta, preds = _read_train_output(model_dir)
     y, yhat = preds["label"].to_numpy(), preds["pred"].to_numpy()
     n_classes = len(meta["classes"])
-    return {
+    prob = np.asarray(preds["prob"].to_list(), dtype=float) if preds.height else np.zeros((0, n_classes))
+    recall = per_class_recall(y, yhat, n_classes)
+    row: dict[str, Any] = {
         "dataset": meta["dataset"],
         "model": meta["model"],
         "seed": int(meta["seed"]),
         "accuracy": accuracy(y, yhat),
         "macro_f1": macro_f1(y, yhat, n_classes),
+        "auroc": auroc_ovr(y, prob),
         "n_test": len(y),
         "run_id": meta.get("run_id", ""),
     }
+    for name, r in zip(meta["classes"], recall, strict=True):
+        row[f"recall.{name}"] = None if np.isnan(r) else float(r)
+    return row
 
 
 def summarise(runs: pl.DataFrame, metrics: list[str]) -> pl.DataFrame:
@@ -46,21 +64,86 @@ def summarise(runs: pl.DataFrame, metrics: list[str]) -> pl.DataFrame:
 
 
 def to_markdown(summary: pl.DataFrame, metrics: list[str]) -> str:
-    head = "| data set | model | seeds | " + " | ".join(metrics) + " |"
-    sep = "|---|---|---|" + "---|" * len(metrics)
-    lines = ["# Test metrics (mean ± std over seeds)", "", head, sep]
-    for r in summary.iter_rows(named=True):
-        cells = [f"{100 * r[f'{m}_mean']:.2f} ± {100 * r[f'{m}_std']:.2f}" for m in metrics]
-        lines.append(f"| {r['dataset']} | {r['model']} | {r['n_seeds']} | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append("Values in %. Standard deviation with ddof=1 (0 for a single seed).")
-    return "\n".join(lines) + "\n"
+    return (
+        "# Test metrics (mean ± std over seeds)\n\n"
+        + summary_markdown(summary, metrics)
+        + "\n\nValues in %. Standard deviation with ddof=1 (0 for a single seed).\n"
+    )
 
 
-def run_evaluate(params: Params, *, model_dirs: list[Path], out_dir: Path) -> pl.DataFrame:
+def _recall_table(runs: pl.DataFrame) -> pl.DataFrame:
+    cols = [c for c in runs.columns if c.startswith("recall.")]
+    if not cols:
+        return pl.DataFrame()
+    out = runs.group_by(["dataset", "model"]).agg([pl.col(c).mean() for c in cols]).sort(["dataset", "model"])
+    return out.rename({c: c.removeprefix("recall.") for c in cols})
+
+
+def _figures(tmp: Path, model_dirs: list[Path], rus_dirs: list[Path], sweep_dirs: list[Path]) -> list[Path]:
+    made: list[Path] = []
+    groups: dict[tuple[str, str], list[Path]] = {}
+    for d in model_dirs:
+        meta = json.loads((Path(d) / "metrics.json").read_text())
+        groups.setdefault((meta["dataset"], meta["model"]), []).append(Path(d))
+    for (ds, model), dirs in sorted(groups.items()):
+        metas = {d.name: json.loads((d / "metrics.json").read_text()) for d in dirs}
+        preds = {d.name: _read_train_output(d)[1] for d in dirs}
+        classes = next(iter(metas.values()))["classes"]
+        made.append(
+            figs.confusion_figure(
+                preds, classes, f"{ds} / {model}: test confusion", tmp / f"confusion_{ds}_{model}.png"
+            )
+        )
+        made.append(
+            figs.curves_figure(
+                {k: m["history"] for k, m in metas.items()},
+                f"{ds} / {model}",
+                tmp / f"curves_{ds}_{model}.png",
+            )
+        )
+        routing = {
+            d.name: json.loads((d / "routing.json").read_text())
+            for d in dirs
+            if (d / "routing.json").exists()
+        }
+        usage = figs.expert_usage_figure(
+            routing, f"{ds} / {model}: expert usage by interaction regime", tmp / f"experts_{ds}_{model}.png"
+        )
+        if usage is not None:
+            made.append(usage)
+    for d in rus_dirs:
+        table = pl.read_parquet(Path(d) / "rus.parquet")
+        made.append(
+            figs.rus_figure(
+                table, f"{Path(d).name}: RUS over lags (train split)", tmp / f"rus_{Path(d).name}.png"
+            )
+        )
+    by_ds: dict[str, dict[str, Path]] = {}
+    for d in sweep_dirs:
+        d = Path(d)
+        if (d / "trials.csv").exists():
+            by_ds.setdefault(d.parent.name, {})[d.name] = d / "trials.csv"
+    for ds, csvs in sorted(by_ds.items()):
+        hist = figs.sweep_history_figure(csvs, f"{ds}: sweep history", tmp / f"sweep_{ds}.png")
+        if hist is not None:
+            made.append(hist)
+    return made
+
+
+def run_evaluate(
+    params: Params,
+    *,
+    model_dirs: list[Path],
+    out_dir: Path,
+    rus_dirs: list[Path] | None = None,
+    sweep_dirs: list[Path] | None = None,
+) -> pl.DataFrame:
     if not model_dirs:
         raise ValueError("evaluate needs at least one train output")
-    metrics = list(params.evaluate.metrics)
+    metrics = [*params.evaluate.metrics, "auroc"]
+    rus_dirs, sweep_dirs = list(rus_dirs or []), list(sweep_dirs or [])
+    inputs = {f"model{i}": Path(d) for i, d in enumerate(model_dirs)}
+    inputs |= {f"rus{i}": Path(d) for i, d in enumerate(rus_dirs)}
     with atomic_dir(out_dir) as tmp:
         import mlflow
 
@@ -71,19 +154,43 @@ def run_evaluate(params: Params, *, model_dirs: list[Path], out_dir: Path) -> pl
             full_params=params.model_dump(),
             config={"evaluate": params.evaluate.model_dump()},
             out_dir=tmp,
-            inputs={f"model{i}": Path(d) for i, d in enumerate(model_dirs)},
+            inputs=inputs,
             run_name="evaluate",
-        ):
+        ) as run:
             runs = pl.DataFrame([score_run(d) for d in model_dirs]).sort(["dataset", "model", "seed"])
             summary = summarise(runs, metrics)
+            tests = compare_with_best_baseline(runs, "accuracy")
+            recall = _recall_table(runs)
             runs.write_csv(tmp / "runs.csv")
             summary.write_csv(tmp / "metrics.csv")
+            tests.write_csv(tmp / "paired_tests.csv")
             (tmp / "metrics.md").write_text(to_markdown(summary, metrics))
+            figures = _figures(tmp, [Path(d) for d in model_dirs], rus_dirs, sweep_dirs)
+            write_markdown(tmp / "report.md", summary, tests, recall, metrics, figures)
+            provenance = {
+                **git_state(),
+                "mlflow_run_id": run.info.run_id,
+                "train_runs": ", ".join(runs["run_id"].to_list()),
+            }
+            write_html(tmp / "report.html", summary, tests, metrics, figures, provenance)
             save_json(tmp / "summary.json", summary.to_dicts())
             for r in summary.iter_rows(named=True):
                 for m in metrics:
                     val = r[f"{m}_mean"]
                     if val is not None and np.isfinite(val):
                         mlflow.log_metric(f"{r['dataset']}.{r['model']}.{m}_mean", float(val))
-            log_artifacts_from([tmp / "metrics.csv", tmp / "metrics.md", tmp / "runs.csv"])
+            log_artifacts_from(
+                [
+                    tmp / n
+                    for n in (
+                        "metrics.csv",
+                        "metrics.md",
+                        "runs.csv",
+                        "paired_tests.csv",
+                        "report.md",
+                        "report.html",
+                    )
+                ]
+            )
+            log_artifacts_from(figures, artifact_path="figures")
     return summary

@@ -1,0 +1,142 @@
+"""Figures of the benchmark report, each a PNG written from saved stage outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from timoe.evaluation.metrics import confusion
+from timoe.stages.common import matplotlib_agg
+
+
+def confusion_figure(preds: dict[str, pl.DataFrame], classes: list[str], title: str, path: Path) -> Path:
+    """Row-normalised test confusion matrix, pooled over the seeds in `preds`."""
+    plt = matplotlib_agg()
+    cm = sum(confusion(p["label"].to_numpy(), p["pred"].to_numpy(), len(classes)) for p in preds.values())
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(0.6 * len(classes) + 3, 0.5 * len(classes) + 2.5))
+    ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(
+                j,
+                i,
+                f"{norm[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def curves_figure(histories: dict[str, list[dict[str, float]]], title: str, path: Path) -> Path:
+    """Training loss and validation accuracy per epoch, one line per run."""
+    plt = matplotlib_agg()
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3))
+    for label, hist in sorted(histories.items()):
+        ep = [h["epoch"] for h in hist]
+        ax[0].plot(ep, [h["train_loss"] for h in hist], label=label)
+        ax[1].plot(ep, [h["val_accuracy"] for h in hist], label=label)
+    ax[0].set_title("train loss", fontsize=9)
+    ax[1].set_title("validation accuracy", fontsize=9)
+    for a in ax:
+        a.set_xlabel("epoch")
+    ax[1].legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def rus_figure(table: pl.DataFrame, title: str, path: Path) -> Path:
+    """R, U1, U2, S against lag, one panel per modality pair."""
+    plt = matplotlib_agg()
+    pairs = sorted(table["pair"].unique().to_list())
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4 * len(pairs), 3), squeeze=False)
+    for ax, pair in zip(axes[0], pairs, strict=True):
+        sub = table.filter(pl.col("pair") == pair).sort("lag")
+        for comp in ("R", "U1", "U2", "S"):
+            ax.plot(sub["lag"].to_list(), sub[comp].to_list(), marker="o", label=comp)
+        ax.set_title(pair, fontsize=9)
+        ax.set_xlabel("lag (steps)")
+        ax.set_ylabel("bits")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def expert_usage_figure(routing: dict[str, dict], title: str, path: Path) -> Path | None:
+    """Share of top-k assignments per expert, by interaction regime (from routing.json files).
+
+    Each routing.json may carry `regime_usage`: {regime: [per-expert counts]}; models without
+    experts have none, and no figure is drawn.
+    """
+    usage: dict[str, np.ndarray] = {}
+    for data in routing.values():
+        for regime, counts in (data.get("regime_usage") or {}).items():
+            arr = np.asarray(counts, dtype=float).reshape(-1)
+            usage[regime] = usage.get(regime, np.zeros_like(arr)) + arr
+    if not usage:
+        return None
+    plt = matplotlib_agg()
+    fig, ax = plt.subplots(figsize=(6, 3))
+    width = 0.8 / len(usage)
+    for i, (regime, counts) in enumerate(sorted(usage.items())):
+        share = counts / max(counts.sum(), 1)
+        ax.bar(np.arange(len(share)) + i * width, share, width=width, label=regime)
+    ax.set_xlabel("expert")
+    ax.set_ylabel("share of assignments")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def sweep_history_figure(trials_csv: dict[str, Path], title: str, path: Path) -> Path | None:
+    """Objective value per trial and best-so-far, one line per study."""
+    plt = matplotlib_agg()
+    fig, ax = plt.subplots(figsize=(6, 3))
+    drawn = False
+    for label, csv in sorted(trials_csv.items()):
+        df = pl.read_csv(csv)
+        if "value" not in df.columns or df.is_empty():
+            continue
+        df = df.filter(pl.col("value").is_not_null()).sort("number")
+        if df.is_empty():
+            continue
+        ax.plot(df["number"].to_list(), df["value"].to_list(), "o", alpha=0.5, label=f"{label} trials")
+        ax.plot(df["number"].to_list(), np.maximum.accumulate(df["value"].to_numpy()), label=f"{label} best")
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation metric")
+    ax.legend(fontsize=6)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

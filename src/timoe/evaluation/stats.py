@@ -1,0 +1,91 @@
+"""Score-based metrics and the paired comparison across seeds."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+
+BASELINES = ("transformer", "moe", "fusemoe")
+
+
+def _binary_auroc(pos: np.ndarray, scores: np.ndarray) -> float:
+    """AUROC as the Mann-Whitney statistic, ties counted half (average ranks)."""
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=float)
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):  # average ranks over runs of equal scores
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def auroc_ovr(y_true: np.ndarray, prob: np.ndarray) -> float:
+    """Macro one-vs-rest AUROC over the classes present in y_true (nan if fewer than two)."""
+    y_true = np.asarray(y_true)
+    prob = np.asarray(prob, dtype=float)
+    classes = np.unique(y_true)
+    if len(classes) < 2 or prob.ndim != 2:
+        return float("nan")
+    scores = [_binary_auroc(y_true == c, prob[:, c]) for c in classes]
+    return float(np.nanmean(scores))
+
+
+def paired_t_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Two-sided paired t-test of a - b; returns (mean difference, p-value; nan if undefined)."""
+    from scipy import stats
+
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if len(d) < 2:
+        return float(d.mean()) if len(d) else float("nan"), float("nan")
+    if np.allclose(d, d[0]):
+        return float(d.mean()), (1.0 if d[0] == 0 else 0.0)
+    res = stats.ttest_rel(a, b)
+    return float(d.mean()), float(res.pvalue)
+
+
+def compare_with_best_baseline(runs: pl.DataFrame, metric: str = "accuracy") -> pl.DataFrame:
+    """Per data set: every model against the best baseline (by mean metric), paired by seed."""
+    rows = []
+    for ds in sorted(runs["dataset"].unique().to_list()):
+        sub = runs.filter(pl.col("dataset") == ds)
+        means = sub.group_by("model").agg(pl.col(metric).mean()).sort("model")
+        base = means.filter(pl.col("model").is_in(list(BASELINES)))
+        if base.is_empty():
+            continue
+        best = base.sort(metric, descending=True)["model"][0]
+        ref = sub.filter(pl.col("model") == best).select("seed", pl.col(metric).alias("ref"))
+        for model in means["model"].to_list():
+            if model == best:
+                continue
+            joined = sub.filter(pl.col("model") == model).select("seed", metric).join(ref, on="seed")
+            diff, p = paired_t_test(joined[metric].to_numpy(), joined["ref"].to_numpy())
+            rows.append(
+                {
+                    "dataset": ds,
+                    "model": model,
+                    "baseline": best,
+                    "metric": metric,
+                    "n_pairs": joined.height,
+                    "mean_diff": diff,
+                    "p_value": p if not math.isnan(p) else None,
+                }
+            )
+    schema = {
+        "dataset": pl.String,
+        "model": pl.String,
+        "baseline": pl.String,
+        "metric": pl.String,
+        "n_pairs": pl.Int64,
+        "mean_diff": pl.Float64,
+        "p_value": pl.Float64,
+    }
+    return pl.DataFrame(rows, schema=schema)
