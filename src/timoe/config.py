@@ -131,6 +131,9 @@ class ModelConfig(_Strict):
     n_synergy_experts: int = Field(2, ge=0, le=256)
     top_k: int = Field(2, ge=1, le=256)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    rus_mapping: Literal["hold", "interp", "segments"] = Field(
+        "hold", description="how RUS over lags become per-step priors (see timoe.models.rus)"
+    )
     router: RouterConfig = RouterConfig()
     losses: LossConfig = LossConfig()
 

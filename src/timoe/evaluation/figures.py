@@ -84,13 +84,13 @@ def rus_figure(table: pl.DataFrame, title: str, path: Path) -> Path:
 def expert_usage_figure(routing: dict[str, dict], title: str, path: Path) -> Path | None:
     """Share of top-k assignments per expert, by interaction regime (from routing.json files).
 
-    Each routing.json may carry `regime_usage`: {regime: [per-expert counts]}; models without
-    experts have none, and no figure is drawn.
+    routing.json carries `regimes`: {regime: {"usage": per-expert fractions, "assignments": n}}
+    for models with a RUS prior; for others there is nothing to split by, and no figure is drawn.
     """
     usage: dict[str, np.ndarray] = {}
     for data in routing.values():
-        for regime, counts in (data.get("regime_usage") or {}).items():
-            arr = np.asarray(counts, dtype=float).reshape(-1)
+        for regime, entry in (data.get("regimes") or {}).items():
+            arr = np.asarray(entry["usage"], dtype=float).reshape(-1) * float(entry["assignments"])
             usage[regime] = usage.get(regime, np.zeros_like(arr)) + arr
     if not usage:
         return None

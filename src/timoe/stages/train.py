@@ -96,6 +96,34 @@ def subsample(n: int, limit: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
 
+@torch.no_grad()
+def routing_summary(
+    model: torch.nn.Module,
+    x: np.ndarray,
+    device: torch.device,
+    params: Params,
+    modality_names: list[str],
+    batch_size: int = 256,
+) -> dict[str, Any] | None:
+    """Expert usage on the test windows, per modality and (with a RUS prior) per interaction regime."""
+    from timoe.models import interaction_regime_usage
+
+    model.eval()
+    stats = None
+    for i in range(0, len(x), batch_size):
+        out = model(torch.from_numpy(x[i : i + batch_size]).to(device))
+        if out.routing is None:
+            return None  # a dense model has no experts
+        stats = out.routing if stats is None else stats.merge(out.routing)
+    if stats is None:
+        return None
+    summary = {"stats": stats.to_dict(modality_names)}
+    prior = getattr(getattr(model, "inner", model), "rus", None)
+    if prior is not None:
+        summary |= interaction_regime_usage(stats, prior, params.model.losses, modality_names)
+    return summary
+
+
 def _plot_curves(history: list[dict[str, float]], path: Path) -> None:
     plt = matplotlib_agg()
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
@@ -232,9 +260,9 @@ def run_train(params: Params, job: TrainJob, *, progress: bool = False) -> dict[
                     "classes": meta["classes"],
                 },
             )
-            routing = getattr(getattr(model, "inner", model), "routing_summary", None)
-            if callable(routing):
-                save_json(tmp / "routing.json", routing())
+            routing = routing_summary(model, te.x, device, eff, list(meta["modalities"]))
+            if routing is not None:
+                save_json(tmp / "routing.json", routing)
             _plot_curves(result.history, tmp / "curves.png")
             mlflow.log_metrics(
                 {
