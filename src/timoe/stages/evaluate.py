@@ -144,6 +144,7 @@ def run_evaluate(
     rus_dirs, sweep_dirs = list(rus_dirs or []), list(sweep_dirs or [])
     inputs = {f"model{i}": Path(d) for i, d in enumerate(model_dirs)}
     inputs |= {f"rus{i}": Path(d) for i, d in enumerate(rus_dirs)}
+    inputs |= {f"sweep{i}": Path(d) for i, d in enumerate(sweep_dirs)}
     with atomic_dir(out_dir) as tmp:
         import mlflow
 
