@@ -67,7 +67,9 @@ def write_markdown(
     ]
     for ds in sorted(recall["dataset"].unique().to_list()) if not recall.is_empty() else []:
         sub = recall.filter(pl.col("dataset") == ds)
-        classes = [c for c in sub.columns if c not in ("dataset", "model") and sub[c].null_count() < sub.height]
+        # recall columns of the other data sets' classes are all null here
+        classes = [c for c in sub.columns if c not in ("dataset", "model")
+                   and sub[c].null_count() < sub.height]
         parts.append(f"**{ds}**")
         parts.append("")
         parts.append("| model | " + " | ".join(classes) + " |")
