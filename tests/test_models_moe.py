@@ -22,11 +22,8 @@ def random_prior(m: int, t: int, seed: int = 0) -> RusPrior:
     r = torch.rand(m, m, t, generator=g)
     s = torch.rand(m, m, t, generator=g)
     off = (1 - torch.eye(m))[:, :, None]
-    return RusPrior(
-        torch.rand(m, t, generator=g),
-        0.5 * (r + r.transpose(0, 1)) * off,
-        0.5 * (s + s.transpose(0, 1)) * off,
-    )
+    return RusPrior(torch.rand(m, t, generator=g), 0.5 * (r + r.transpose(0, 1)) * off,
+                    0.5 * (s + s.transpose(0, 1)) * off)
 
 
 @pytest.mark.parametrize("kind", ["softmax", "laplace", "rus"])
@@ -87,13 +84,8 @@ def naive_moe(layer: MoELayer, x: torch.Tensor) -> torch.Tensor:
     out = torch.zeros_like(x)
     for bi in range(b):
         for e in range(layer.n_experts):
-            routed = [
-                (mi, ti, s)
-                for mi in range(m)
-                for ti in range(t)
-                for s in range(K)
-                if route.topk_idx[bi, mi, ti, s] == e
-            ]
+            routed = [(mi, ti, s) for mi in range(m) for ti in range(t) for s in range(K)
+                      if route.topk_idx[bi, mi, ti, s] == e]
             if not routed:
                 continue
             if e < layer.n_synergy:
@@ -127,26 +119,15 @@ def test_synergy_expert_attends_within_sample_only() -> None:
     sample = torch.tensor([0, 0, 0, 2, 2, 5, 5])
     with torch.no_grad():
         together = expert(x, sample)
-        apart = torch.cat(
-            [
-                expert(x[sample == s], torch.zeros(int((sample == s).sum()), dtype=torch.long))
-                for s in (0, 2, 5)
-            ]
-        )
+        apart = torch.cat([expert(x[sample == s], torch.zeros(int((sample == s).sum()), dtype=torch.long))
+                           for s in (0, 2, 5)])
     assert torch.allclose(together, apart, atol=1e-5)
 
 
 def test_moe_layer_gradients_and_determinism() -> None:
     torch.manual_seed(0)
-    layer = MoELayer(
-        D,
-        24,
-        E,
-        2,
-        n_heads=2,
-        dropout=0.1,
-        router=RusAwareRouter(D, E, K, random_prior(M, T), token_dim=8, gru_dim=8, kv_dim=4),
-    )
+    layer = MoELayer(D, 24, E, 2, n_heads=2, dropout=0.1,
+                     router=RusAwareRouter(D, E, K, random_prior(M, T), token_dim=8, gru_dim=8, kv_dim=4))
     x = torch.randn(B, M, T, D, requires_grad=True)
     torch.manual_seed(1)
     y1 = layer(x).y

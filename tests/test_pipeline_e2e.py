@@ -168,6 +168,21 @@ def test_push_then_pull_in_fresh_clone_restores_everything(pipeline):
     assert "Nothing to be done" in r.stdout + r.stderr, r.stdout
 
 
+def test_notebook_executes_on_the_finished_pipeline(pipeline, monkeypatch):
+    import nbclient
+    import nbformat
+
+    repo = pipeline["repo"]
+    nb = nbformat.read(repo / "notebooks/explore_results.ipynb", as_version=4)
+    monkeypatch.setenv("TIMOE_ROOT", str(repo))  # the kernel inherits this environment
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(repo / "notebooks")}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    html = "".join(str(o.get("data", {}).get("text/html", "")) for o in outputs)
+    assert "hapt" in html and "basicmotions" in html
+
+
 def test_invalid_params_stop_before_any_job(pipeline):
     repo = pipeline["repo"]
     (repo / "bad.yaml").write_text("train:\n  epochs: 0\n")

@@ -25,20 +25,13 @@ def _data(seed: int = 0):
 
 def _model(name: str = "transformer"):
     seed_everything(0)
-    inner = build_model(
-        name,
-        CFG,
-        n_channels=8,
-        n_timesteps=8,
-        n_classes=2,
-        modalities=patched_modalities({"a": [0, 1], "b": [2, 3]}, 4, 2),
-    )
+    inner = build_model(name, CFG, n_channels=8, n_timesteps=8, n_classes=2,
+                        modalities=patched_modalities({"a": [0, 1], "b": [2, 3]}, 4, 2))
     return Patched(inner, 2)
 
 
-SETTINGS = LoopSettings(
-    epochs=4, batch_size=8, lr=3e-3, weight_decay=0.0, grad_clip=1.0, warmup_epochs=1, patience=10, seed=3
-)
+SETTINGS = LoopSettings(epochs=4, batch_size=8, lr=3e-3, weight_decay=0.0, grad_clip=1.0,
+                        warmup_epochs=1, patience=10, seed=3)
 
 
 def _run(ckpt=None, stop_after=None):
@@ -49,19 +42,8 @@ def _run(ckpt=None, stop_after=None):
         if stop_after is not None and epoch == stop_after:
             raise KeyboardInterrupt  # stands in for a kill after the checkpoint was written
 
-    result = train(
-        model,
-        xt,
-        yt,
-        xv,
-        yv,
-        2,
-        SETTINGS,
-        torch.device("cpu"),
-        checkpoint=ckpt,
-        checkpoint_key="k",
-        on_epoch=stop,
-    )
+    result = train(model, xt, yt, xv, yv, 2, SETTINGS, torch.device("cpu"), checkpoint=ckpt,
+                   checkpoint_key="k", on_epoch=stop)
     return model, result
 
 
@@ -90,9 +72,8 @@ def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         _run(ckpt, stop_after=0)
     xt, yt, xv, yv = _data()
-    result = train(
-        _model(), xt, yt, xv, yv, 2, SETTINGS, torch.device("cpu"), checkpoint=ckpt, checkpoint_key="other"
-    )
+    result = train(_model(), xt, yt, xv, yv, 2, SETTINGS, torch.device("cpu"), checkpoint=ckpt,
+                   checkpoint_key="other")
     assert result.resumed_from_epoch is None
     assert len(result.history) == SETTINGS.epochs
 

@@ -152,15 +152,61 @@ def sweep(
     dataset: Annotated[str, typer.Option()],
     model: Annotated[str, typer.Option()],
     data: Annotated[Path, typer.Option()],
-    out: Annotated[Path, typer.Option()],
+    out: Annotated[Path | None, typer.Option(help="output directory (not with --worker)")] = None,
     rus: Annotated[Path | None, typer.Option(help="quantify output (RUS models)")] = None,
     n_trials: Annotated[int | None, typer.Option(help="override sweep.n_trials")] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="SQLAlchemy URL or journal file; overrides $TIMOE_SWEEP_STORAGE and sweep.storage. "
+            "Prefer the environment variable for URLs with a password (a command line is visible in ps)."
+        ),
+    ] = None,
+    worker: Annotated[
+        bool, typer.Option("--worker", help="join a running study from its shared storage; write nothing")
+    ] = False,
+    worker_index: Annotated[
+        int | None, typer.Option(help="--worker: offsets the sampler seed (default: the process id)")
+    ] = None,
+    study_name: Annotated[
+        str | None, typer.Option(help="--worker: the study to join (default: derived from the params)")
+    ] = None,
+    threads: Annotated[int, typer.Option(help="torch CPU threads; 0: train.num_threads")] = 0,
+    join_timeout: Annotated[
+        float, typer.Option(help="--worker: seconds to wait for the driver to create the study")
+    ] = 60.0,
     params: ParamsOpt = None,
 ) -> None:
-    """Optuna study over the model's search space; best params to best_params.json."""
-    from timoe.stages.sweep import run_sweep
+    """Optuna study over the model's search space; best params to best_params.json.
+
+    With --worker, join a study that a `timoe sweep` driver started (same params, same shared
+    storage, e.g. PostgreSQL) and run trials until it holds n_trials; the driver summarises.
+    """
+    from timoe.stages.sweep import run_sweep, run_sweep_worker
 
     p = _params(params)
+    if worker:
+        if out is not None:
+            raise UsageError("--worker writes no output; the driver (without --worker) owns --out")
+        report = run_sweep_worker(
+            p,
+            dataset=_dataset(dataset),
+            model=_model(model, p),
+            data_dir=data,
+            rus_dir=rus,
+            name=study_name,
+            storage=storage,
+            worker_index=worker_index,
+            n_trials=n_trials,
+            threads=threads,
+            join_timeout_s=join_timeout,
+        )
+        typer.echo(f"sweep worker {report.worker}: ran {len(report.trials)} trial(s) {report.trials}")
+        return
+    if out is None:
+        raise UsageError("--out is required (except with --worker)")
+    if worker_index is not None or study_name is not None:
+        raise UsageError("--worker-index and --study-name only apply with --worker")
     best = run_sweep(
         p,
         dataset=_dataset(dataset),
@@ -169,6 +215,7 @@ def sweep(
         out_dir=out,
         rus_dir=rus,
         n_trials=n_trials,
+        storage=storage,
     )
     typer.echo(f"sweep {dataset}/{model}: best {best['value']} with {best['params']}")
 
@@ -213,14 +260,22 @@ def train_cmd(
 def evaluate(
     models: Annotated[list[Path], typer.Argument(help="train output directories")],
     out: Annotated[Path, typer.Option()],
+    rus: Annotated[list[Path] | None, typer.Option(help="quantify outputs, for the RUS figures")] = None,
+    sweeps: Annotated[list[Path] | None, typer.Option(help="sweep outputs, for the sweep history")] = None,
     params: ParamsOpt = None,
 ) -> None:
-    """Test-metrics table (mean ± std over seeds) as CSV and Markdown."""
+    """Test metrics, mean ± std over seeds, paired tests, figures and the HTML/Markdown report."""
     from timoe.stages.evaluate import run_evaluate, to_markdown
 
     p = _params(params)
-    summary = run_evaluate(p, model_dirs=models, out_dir=out)
-    typer.echo(to_markdown(summary, list(p.evaluate.metrics)))
+    summary = run_evaluate(p, model_dirs=models, out_dir=out, rus_dirs=rus, sweep_dirs=sweeps)
+    typer.echo(to_markdown(summary, [*p.evaluate.metrics, "auroc"]))
+    typer.echo(f"report: {out / 'report.html'}")
+
+
+from timoe.audit_cli import audit_app  # noqa: E402  (registered last: the sub-app is self-contained)
+
+app.add_typer(audit_app, name="audit")
 
 
 def main() -> None:  # pragma: no cover - console entry point

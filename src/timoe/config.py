@@ -233,6 +233,9 @@ class SweepConfig(_Strict):
     metric: Literal["val_accuracy", "val_macro_f1"] = "val_accuracy"
     storage: str | None = Field(None, description="SQLAlchemy URL; None: a journal file per study")
     pruning: bool = True
+    pruner_startup_trials: int = Field(5, ge=0, description="trials before the median pruner may prune")
+    pruner_warmup_epochs: int = Field(1, ge=0, description="epochs of a trial before it may be pruned")
+    heartbeat_s: int = Field(30, ge=1, description="RDB storage heartbeat; a silent worker's trial fails")
     space: dict[str, dict[str, SearchParam]] = Field(default_factory=_default_space)
 
     @field_validator("space")

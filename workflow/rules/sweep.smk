@@ -3,6 +3,7 @@ rule sweep:
         unpack(lambda w: PIPE.model_inputs(w.dataset, w.model, with_sweep=False)),
     output:
         directory("results/sweeps/{dataset}/{model}"),
+    threads: P.sweep.n_workers
     params:
         reads=lambda w: PIPE.params_json(
             "sweep", "model", "train.batch_size", "train.lr", "train.weight_decay", "train.grad_clip",

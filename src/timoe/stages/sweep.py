@@ -1,58 +1,92 @@
 """The sweep stage: one Optuna study per data set × model, every trial an MLflow child run.
 
+The driver (`timoe sweep`) opens the study's parent MLflow run, creates the study, records the
+parent run id and n_trials on it, then runs trials itself (sweep.n_workers = 1) or through
+local worker processes. Workers on other machines join with `timoe sweep --worker` given the
+same params and a shared storage (a SQLAlchemy URL, e.g. PostgreSQL). When all trials have
+ended the driver writes best_params.json (read by the train stage), trials.csv and figures.
+
 Storage is a journal file inside the stage's output by default (safe for parallel local
-workers, unlike SQLite); any SQLAlchemy URL from params (`sweep.storage`) or the environment
-variable TIMOE_SWEEP_STORAGE lets workers on many machines join one study. The best
-parameters go to best_params.json, which the train stage reads.
+workers, unlike SQLite); a SQLAlchemy URL from --storage, the environment variable
+TIMOE_SWEEP_STORAGE or params (`sweep.storage`) lets many machines share one study.
+
+The study name carries a hash of everything the objective depends on (search space, model
+and training settings, data content), so a persistent database resumes a study only when its
+trials are still comparable, and a changed config starts a fresh one instead of mixing in
+stale trials. n_trials and n_workers are left out: raising n_trials resumes and extends.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
+import yaml
+from optuna.trial import TrialState
 
 from timoe.atomic import atomic_dir
-from timoe.config import Params, SearchParam
-from timoe.data.io import load_prepared
+from timoe.config import Params
 from timoe.device import pick_device
-from timoe.stages.common import apply_overrides, matplotlib_agg, save_json
-from timoe.stages.train import build_for_data, load_rus_table, subsample
-from timoe.tracking import experiment_name, log_artifacts_from, tracked_run
-from timoe.training.loop import LoopSettings, train
-from timoe.training.seeding import seed_everything
+from timoe.stages.common import matplotlib_agg, save_json, stable_hash
+from timoe.stages.train import load_rus_table
+from timoe.sweeps.launch import run_local_workers, wait_for_running, worker_command
+from timoe.sweeps.runs import PARENT_RUN_ATTR, RUN_ID_ATTR
+from timoe.sweeps.storage import STORAGE_ENV, StorageSpec, resolve_storage
+from timoe.sweeps.worker import (
+    N_TRIALS_ATTR,
+    WorkerJob,
+    WorkerReport,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    run_worker,
+    suggest,
+)
+from timoe.tracking import content_hash, experiment_name, log_artifacts_from, tracked_run
 
-STORAGE_ENV = "TIMOE_SWEEP_STORAGE"
+__all__ = ["STORAGE_ENV", "run_sweep", "run_sweep_worker", "study_key", "study_name", "suggest"]
+_PRUNER_FIELDS = ("pruner_startup_trials", "pruner_warmup_epochs")
+_TRAIN_FIELDS = ("batch_size", "lr", "weight_decay", "grad_clip", "warmup_epochs", "max_train_windows")
 
 
-def study_name(prefix: str, dataset: str, model: str) -> str:
-    return f"{prefix}-{dataset}-{model}"
+def study_name(prefix: str, dataset: str, model: str, key: str | None = None) -> str:
+    base = f"{prefix}-{dataset}-{model}"
+    return f"{base}-{key}" if key else base
 
 
-def make_storage(params: Params, journal_path: Path) -> Any:
-    url = os.environ.get(STORAGE_ENV) or params.sweep.storage
-    if url:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
-    from optuna.storages.journal import JournalFileBackend
+def objective_config(params: Params, model: str) -> dict[str, Any]:
+    """Every setting a trial's result depends on (and nothing that only schedules trials)."""
+    sc = params.sweep
+    return {
+        "model_name": model,
+        "space": {k: v.model_dump() for k, v in sorted(sc.space.get(model, {}).items())},
+        "sweep": {
+            "epochs": sc.epochs,
+            "seed": sc.seed,
+            "metric": sc.metric,
+            "pruning": sc.pruning,
+            **{f: getattr(sc, f) for f in _PRUNER_FIELDS},
+        },
+        "model": params.model.model_dump(),
+        "train": {f: getattr(params.train, f) for f in _TRAIN_FIELDS},
+    }
 
-    return optuna.storages.JournalStorage(JournalFileBackend(str(journal_path)))
+
+def study_key(params: Params, model: str, data_dir: Path, rus_dir: Path | None) -> str:
+    data = {"data": content_hash(data_dir), "rus": content_hash(rus_dir) if rus_dir else None}
+    return stable_hash({"objective": objective_config(params, model), **data})[:10]
 
 
-def suggest(trial: optuna.Trial, space: dict[str, SearchParam]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for key, spec in space.items():
-        if spec.type == "float":
-            values[key] = trial.suggest_float(key, float(spec.low), float(spec.high), log=spec.log)
-        elif spec.type == "int":
-            values[key] = trial.suggest_int(key, int(spec.low), int(spec.high), log=spec.log)
-        else:
-            values[key] = trial.suggest_categorical(key, list(spec.choices or []))
-    return values
+def _rus_input(rus_dir: Path | None, model: str) -> Path | None:
+    # Fails early, before any run is opened, if a RUS model lacks the quantify output.
+    return rus_dir if load_rus_table(rus_dir, model) is not None else None
 
 
 def _figures(study: optuna.Study, out: Path) -> list[Path]:
@@ -84,6 +118,37 @@ def _figures(study: optuna.Study, out: Path) -> list[Path]:
     return made
 
 
+def _summary(study: optuna.Study, space: dict[str, Any], parent_run_id: str, extra: dict[str, Any]) -> dict:
+    trials = study.get_trials(deepcopy=False)
+    states = Counter(t.state for t in trials)
+    best: dict[str, Any] = {
+        "study": study.study_name,
+        "params": {},
+        "value": None,
+        "trial": None,
+        "parent_run_id": parent_run_id,
+        "n_trials": len(trials),
+        "n_complete": states[TrialState.COMPLETE],
+        "n_pruned": states[TrialState.PRUNED],
+        "n_failed": states[TrialState.FAIL],
+        "search_space": sorted(space),
+        **extra,
+    }
+    if states[TrialState.COMPLETE]:
+        bt = study.best_trial
+        best.update(
+            params=bt.params, value=bt.value, trial=bt.number, trial_run_id=bt.user_attrs.get(RUN_ID_ATTR)
+        )
+    return best
+
+
+def _write_worker_params(params: Params, path: Path) -> None:
+    # The storage URL may hold a password: workers get it from the environment, not this file.
+    raw = params.model_dump()
+    raw["sweep"]["storage"] = None
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
 def run_sweep(
     params: Params,
     *,
@@ -93,27 +158,31 @@ def run_sweep(
     out_dir: Path,
     rus_dir: Path | None = None,
     n_trials: int | None = None,
+    storage: str | None = None,
 ) -> dict[str, Any]:
+    """Drive one study to n_trials live trials; write best_params.json, trials.csv, figures."""
+    import mlflow
+
     sc = params.sweep
     space = sc.space.get(model, {})
-    data = load_prepared(data_dir)
-    tr, va = data.subset("train"), data.subset("val")
-    keep = subsample(len(tr.label), params.train.max_train_windows, sc.seed)
-    rus = load_rus_table(rus_dir, model)
-    device = pick_device(params.train.device)
-    n_classes = len(data.meta["classes"])
-    inputs = {"data": data_dir} | ({"rus": rus_dir} if rus is not None and rus_dir else {})
+    rus_dir = _rus_input(rus_dir, model)
+    target = n_trials or sc.n_trials
+    name = study_name(
+        params.tracking.experiment_prefix, dataset, model, study_key(params, model, data_dir, rus_dir)
+    )
+    inputs = {"data": data_dir} | ({"rus": rus_dir} if rus_dir else {})
+    started = time.monotonic()
     with atomic_dir(out_dir) as tmp:
-        import mlflow
-
-        name = study_name(params.tracking.experiment_prefix, dataset, model)
+        spec = resolve_storage(storage, sc.storage, tmp / "study.journal")
+        # The default journal is renamed with the output: describe it where it will end up.
+        default_journal = spec.journal == tmp / "study.journal"
+        where = f"journal:{out_dir / 'study.journal'}" if default_journal else spec.describe()
         with tracked_run(
             uri=params.tracking.uri,
             experiment=experiment_name(params.tracking.experiment_prefix, "sweep", dataset),
             stage="sweep",
-            full_params=params.model_dump(),
             config={
-                "sweep": sc.model_dump(),
+                "sweep": {**sc.model_dump(), "storage": where},
                 "train": params.train.model_dump(),
                 "model": params.model.model_dump(),
             },
@@ -121,108 +190,147 @@ def run_sweep(
             inputs=inputs,
             wildcards={"dataset": dataset, "model": model},
             seed=sc.seed,
-            device=str(device),
+            device=str(pick_device(params.train.device)),
             run_name=f"sweep/{dataset}/{model}",
         ) as parent:
-            storage = make_storage(params, tmp / "study.journal")
+            job = WorkerJob(
+                params=params,
+                model=model,
+                data_dir=data_dir,
+                study_name=name,
+                storage=spec,
+                rus_dir=rus_dir,
+                n_trials=target,
+            )
+            store = open_storage(job)
             study = optuna.create_study(
                 study_name=name,
-                storage=storage,
+                storage=store,
                 direction="maximize",
                 load_if_exists=True,
-                sampler=optuna.samplers.TPESampler(seed=sc.seed),
-                pruner=optuna.pruners.MedianPruner(n_warmup_steps=1)
-                if sc.pruning
-                else optuna.pruners.NopPruner(),
+                sampler=make_sampler(sc, 0),
+                pruner=make_pruner(sc),
             )
-            mlflow.set_tag("optuna_study", name)
-
-            def objective(trial: optuna.Trial) -> float:
-                values = suggest(trial, space)
-                eff = apply_overrides(params, values) if values else params
-                started = time.time()
-                with mlflow.start_run(
-                    run_name=f"trial {trial.number}",
-                    nested=True,
-                    tags={
-                        "optuna_trial_number": str(trial.number),
-                        "stage": "sweep-trial",
-                        "optuna_study": name,
-                    },
-                ) as child:
-                    trial.set_user_attr("mlflow_run_id", child.info.run_id)
-                    mlflow.log_params(values)
-                    seed_everything(sc.seed)
-                    net = build_for_data(eff, model, data.meta, rus, sc.seed)
-                    settings = LoopSettings(
-                        epochs=sc.epochs,
-                        batch_size=eff.train.batch_size,
-                        lr=eff.train.lr,
-                        weight_decay=eff.train.weight_decay,
-                        grad_clip=eff.train.grad_clip,
-                        warmup_epochs=min(eff.train.warmup_epochs, sc.epochs - 1),
-                        patience=sc.epochs,
-                        seed=sc.seed,
-                        selection_metric=sc.metric,
-                    )
-
-                    def report(epoch: int, m: dict[str, float]) -> None:
-                        value = m[sc.metric]
-                        mlflow.log_metric(sc.metric, value, step=epoch)
-                        trial.report(value, epoch)
-                        if trial.should_prune():
-                            mlflow.set_tag("optuna_state", "PRUNED")
-                            raise optuna.TrialPruned()
-
-                    try:
-                        result = train(
-                            net,
-                            tr.x[keep],
-                            tr.label[keep],
-                            va.x,
-                            va.label,
-                            n_classes,
-                            settings,
-                            device,
-                            on_epoch=report,
-                        )
-                    finally:
-                        mlflow.log_metric("duration_s", time.time() - started)
-                    mlflow.set_tag("optuna_state", "COMPLETE")
-                    mlflow.log_metric(f"best_{sc.metric}", result.best_metric)
-                    return float(result.best_metric)
-
+            study.set_user_attr(N_TRIALS_ATTR, target)
+            # Set last: workers wait for this attribute before they start trials.
+            study.set_user_attr(PARENT_RUN_ATTR, parent.info.run_id)
+            mlflow.set_tags({"optuna_study": name, "optuna_storage": where})
+            print(f"sweep: study {name} in {where}", flush=True)
+            failed_workers: dict[int, int] = {}
             if space:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    study.optimize(objective, n_trials=n_trials or sc.n_trials, catch=())
-            done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-            best: dict[str, Any] = {
-                "study": name,
-                "params": {},
-                "value": None,
-                "trial": None,
-                "parent_run_id": parent.info.run_id,
-                "n_trials": len(study.trials),
-                "n_complete": len(done),
-                "search_space": sorted(space),
-            }
-            if done:
-                bt = study.best_trial
-                best.update(
-                    params=bt.params,
-                    value=bt.value,
-                    trial=bt.number,
-                    trial_run_id=bt.user_attrs.get("mlflow_run_id"),
-                )
-                mlflow.log_metric(f"best_{sc.metric}", float(bt.value))
-                mlflow.log_params({f"best.{k}": v for k, v in bt.params.items()})
+                failed_workers = _run_trials(job, study, store, tmp, dataset=dataset)
+                wait_for_running(study)
+            best = _summary(
+                study,
+                space,
+                parent.info.run_id,
+                {
+                    "storage": where,
+                    "n_workers": sc.n_workers,
+                    "metric": sc.metric,
+                    "wall_s": round(time.monotonic() - started, 2),
+                    "failed_workers": len(failed_workers),
+                },
+            )
+            mlflow.log_metrics(
+                {k: best[k] for k in ("n_trials", "n_complete", "n_pruned", "n_failed", "wall_s")}
+            )
+            if best["value"] is not None:
+                mlflow.log_metric(f"best_{sc.metric}", float(best["value"]))
+                mlflow.log_params({f"best.{k}": v for k, v in best["params"].items()})
             save_json(tmp / "best_params.json", best)
-            trials = study.trials_dataframe(attrs=("number", "value", "state", "params", "duration"))
-            trials.to_csv(tmp / "trials.csv", index=False)
-            figs = _figures(study, tmp) if done else []
+            attrs = ("number", "value", "state", "params", "duration", "user_attrs")
+            study.trials_dataframe(attrs=attrs).to_csv(tmp / "trials.csv", index=False)
+            figs = _figures(study, tmp) if best["n_complete"] else []
             log_artifacts_from([tmp / "best_params.json", tmp / "trials.csv", *figs])
+        if default_journal:
+            Path(f"{spec.journal}.claim").unlink(missing_ok=True)  # the workers' lock, not an output
     return best
+
+
+def _finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def _run_trials(
+    job: WorkerJob, study: optuna.Study, store: Any, tmp: Path, *, dataset: str
+) -> dict[int, int]:
+    """Run the study to n_trials; return the exit codes of local workers that failed."""
+    params = job.params
+    n_workers = params.sweep.n_workers
+    target = job.n_trials or params.sweep.n_trials
+    if _finished(study) >= target:
+        return {}  # a persistent study that is already complete: nothing to start
+    if n_workers == 1:
+        run_worker(job)
+        return {}
+    # Two cores shared by four workers each using both would thrash; split the cores instead.
+    threads = params.train.num_threads or max(1, (os.cpu_count() or 1) // n_workers)
+    params_file = tmp / "worker_params.yaml"
+    _write_worker_params(params, params_file)
+    commands = [
+        worker_command(
+            index=i,
+            dataset=dataset,
+            model=job.model,
+            data_dir=job.data_dir,
+            params_file=params_file,
+            study_name=job.study_name,
+            rus_dir=job.rus_dir,
+            threads=threads,
+        )
+        for i in range(n_workers)
+    ]
+    try:
+        failed = run_local_workers(commands, job.storage, study, store, params.tracking.uri)
+    finally:
+        params_file.unlink(missing_ok=True)
+    if failed:
+        detail = ", ".join(f"worker {i} exited with code {c}" for i, c in sorted(failed.items()))
+        if _finished(study) < target:
+            raise RuntimeError(f"sweep incomplete: {detail}; see the log above")
+        # The others replaced its trial: the study is whole, so keep it, but say so.
+        print(f"sweep: warning: {detail}; its trial was marked FAIL and replaced", file=sys.stderr)
+    return failed
+
+
+def run_sweep_worker(
+    params: Params,
+    *,
+    dataset: str,
+    model: str,
+    data_dir: Path,
+    rus_dir: Path | None = None,
+    name: str | None = None,
+    storage: str | None = None,
+    worker_index: int | None = None,
+    n_trials: int | None = None,
+    threads: int = 0,
+    join_timeout_s: float = 60.0,
+) -> WorkerReport:
+    """Join a running study (`timoe sweep --worker`) and run trials until it is complete.
+
+    Without a worker index the process id offsets the sampler's seed, so workers started
+    without one still draw different start-up trials.
+    """
+    rus_dir = _rus_input(rus_dir, model)
+    spec: StorageSpec = resolve_storage(storage, params.sweep.storage, None)
+    name = name or study_name(
+        params.tracking.experiment_prefix, dataset, model, study_key(params, model, data_dir, rus_dir)
+    )
+    job = WorkerJob(
+        params=params,
+        model=model,
+        data_dir=data_dir,
+        study_name=name,
+        storage=spec,
+        rus_dir=rus_dir,
+        worker_index=os.getpid() if worker_index is None else worker_index,
+        n_trials=n_trials,
+        threads=threads,
+        join_timeout_s=join_timeout_s,
+    )
+    return run_worker(job)
 
 
 def best_value_or_nan(best: dict[str, Any]) -> float:

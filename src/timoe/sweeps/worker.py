@@ -1,0 +1,244 @@
+"""The trial loop every sweep worker runs, in the driver's process or in its own.
+
+A worker joins the study by name, then repeats: take the claim lock, count the study's live
+trials (running, waiting or finished without error), stop if they reach n_trials, else create
+a trial. Counting running trials, not only finished ones, is what keeps the study at exactly
+n_trials: a count of finished trials alone lets every idle worker start one more at the end.
+Failed trials do not count, so a trial lost with its worker is replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from timoe.config import ConfigError, Params, SearchParam
+from timoe.sweeps.runs import PARENT_RUN_ATTR, TrialRuns, stale_trial_callback
+from timoe.sweeps.storage import StorageSpec, TrialClaim, fail_stale, heartbeat
+
+LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+N_TRIALS_ATTR = "n_trials"
+WORKER_ATTR = "worker"
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def make_sampler(sweep: Any, worker_index: int) -> optuna.samplers.BaseSampler:
+    # Workers with one seed would draw the same random start-up trials; an offset per worker
+    # keeps them apart, and worker 0 alone reproduces a single-process sweep exactly.
+    # constant_liar makes TPE treat running trials as bad, so parallel workers spread out.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=sweep.seed + worker_index, constant_liar=True)
+
+
+def make_pruner(sweep: Any) -> optuna.pruners.BasePruner:
+    if not sweep.pruning:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=sweep.pruner_startup_trials,
+        n_warmup_steps=sweep.pruner_warmup_epochs,
+    )
+
+
+def suggest(trial: optuna.Trial, space: dict[str, SearchParam]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, spec in space.items():
+        if spec.type == "float":
+            values[key] = trial.suggest_float(key, float(spec.low), float(spec.high), log=spec.log)
+        elif spec.type == "int":
+            values[key] = trial.suggest_int(key, int(spec.low), int(spec.high), log=spec.log)
+        else:
+            values[key] = trial.suggest_categorical(key, list(spec.choices or []))
+    return values
+
+
+class Objective:
+    """Loads the data once per worker; each call trains one configuration for sweep.epochs."""
+
+    def __init__(self, params: Params, model: str, data_dir: Path, rus_dir: Path | None) -> None:
+        from timoe.data.io import load_prepared
+        from timoe.device import pick_device
+        from timoe.stages.train import load_rus_table, subsample
+
+        self.params, self.model = params, model
+        data = load_prepared(data_dir)
+        self.meta = data.meta
+        self.train_split, self.val_split = data.subset("train"), data.subset("val")
+        self.keep = subsample(len(self.train_split.label), params.train.max_train_windows, params.sweep.seed)
+        self.rus = load_rus_table(rus_dir, model)
+        self.device = pick_device(params.train.device)
+
+    def __call__(self, values: dict[str, Any], on_epoch: Any) -> float:
+        from timoe.stages.common import apply_overrides
+        from timoe.stages.train import build_for_data
+        from timoe.training.loop import LoopSettings, train
+        from timoe.training.seeding import seed_everything
+
+        sc = self.params.sweep
+        eff = apply_overrides(self.params, values) if values else self.params
+        seed_everything(sc.seed)
+        net = build_for_data(eff, self.model, self.meta, self.rus, sc.seed)
+        settings = LoopSettings(
+            epochs=sc.epochs,
+            batch_size=eff.train.batch_size,
+            lr=eff.train.lr,
+            weight_decay=eff.train.weight_decay,
+            grad_clip=eff.train.grad_clip,
+            warmup_epochs=min(eff.train.warmup_epochs, sc.epochs - 1),
+            patience=sc.epochs,  # pruning, not early stopping, ends hopeless trials
+            seed=sc.seed,
+            selection_metric=sc.metric,
+        )
+        tr, va = self.train_split, self.val_split
+        result = train(
+            net,
+            tr.x[self.keep],
+            tr.label[self.keep],
+            va.x,
+            va.label,
+            len(self.meta["classes"]),
+            settings,
+            self.device,
+            on_epoch=on_epoch,
+        )
+        return float(result.best_metric)
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    params: Params
+    model: str
+    data_dir: Path
+    study_name: str
+    storage: StorageSpec
+    rus_dir: Path | None = None
+    worker_index: int = 0
+    n_trials: int | None = None  # None: the n_trials the driver recorded on the study
+    threads: int = 0  # torch CPU threads; 0: train.num_threads, else torch's default
+    join_timeout_s: float = 0.0
+
+
+@dataclass
+class WorkerReport:
+    worker: str
+    trials: dict[int, str] = field(default_factory=dict)  # trial number -> final state
+
+
+def open_storage(job: WorkerJob) -> Any:
+    heartbeat_s = job.params.sweep.heartbeat_s
+    return job.storage.open(heartbeat_s=heartbeat_s, on_stale=stale_trial_callback(job.params.tracking.uri))
+
+
+def join_study(job: WorkerJob, storage: Any) -> optuna.Study:
+    """Load the study; wait up to join_timeout_s for the driver to create and tag it."""
+    deadline = time.monotonic() + job.join_timeout_s
+    while True:
+        with contextlib.suppress(KeyError):
+            study = optuna.load_study(
+                study_name=job.study_name,
+                storage=storage,
+                sampler=make_sampler(job.params.sweep, job.worker_index),
+                pruner=make_pruner(job.params.sweep),
+            )
+            if PARENT_RUN_ATTR in study.user_attrs:
+                return study
+        if time.monotonic() >= deadline:
+            raise ConfigError(
+                f"study {job.study_name!r} not found (or without its MLflow parent run) in "
+                f"{job.storage.describe()}: start the sweep without --worker first, or check "
+                "that --params, --dataset and --model match the driver's"
+            )
+        time.sleep(2.0)
+
+
+def _run_trial(
+    study: optuna.Study, storage: Any, trial: optuna.Trial, objective: Objective, runs: TrialRuns
+) -> tuple[TrialState, float | None]:
+    """Run one trial; return its state and value (a pruned trial's: its last reported one)."""
+    sc = objective.params.sweep
+    space = sc.space.get(objective.model, {})
+    started = time.monotonic()
+    run_id: str | None = None
+    last: list[float] = []  # the latest reported value: what a pruned trial is worth
+    with heartbeat(storage, study.study_name, trial.number):
+        try:
+            values = suggest(trial, space)
+            run_id = runs.start(trial, values)
+
+            def on_epoch(epoch: int, m: dict[str, float]) -> None:
+                assert run_id is not None
+                runs.epoch(run_id, epoch, {k: v for k, v in m.items() if k != "epoch"})
+                trial.report(m[sc.metric], epoch)
+                last[:] = [m[sc.metric]]
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+            try:
+                value: float | None = objective(values, on_epoch)
+                state = TrialState.COMPLETE
+            except optuna.TrialPruned:
+                value, state = None, TrialState.PRUNED
+            # MLflow first: if the worker dies before tell, the heartbeat fails the trial and
+            # the stale-trial callback fails the run, so the two never disagree for long.
+            runs.finish(run_id, state, time.monotonic() - started, value)
+        except BaseException:
+            if run_id is not None:
+                with contextlib.suppress(Exception):
+                    runs.finish(run_id, TrialState.FAIL, time.monotonic() - started, None)
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        if state == TrialState.COMPLETE:
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=state)
+    return state, value if value is not None else (last[0] if last else None)
+
+
+def run_worker(job: WorkerJob) -> WorkerReport:
+    """Run trials until the study holds n_trials live trials; return what this worker ran."""
+    import torch
+
+    threads = job.threads or job.params.train.num_threads
+    if threads:
+        torch.set_num_threads(threads)
+    me = worker_id()
+    storage = open_storage(job)
+    study = join_study(job, storage)
+    target = job.n_trials or int(study.user_attrs.get(N_TRIALS_ATTR, job.params.sweep.n_trials))
+    runs = TrialRuns(job.params.tracking.uri, study.user_attrs[PARENT_RUN_ATTR], job.study_name, me)
+    objective = Objective(job.params, job.model, job.data_dir, job.rus_dir)
+    claim = TrialClaim(job.storage, job.study_name)
+    report = WorkerReport(me)
+    try:
+        while True:
+            with claim():
+                fail_stale(study)
+                if len(study.get_trials(deepcopy=False, states=LIVE)) >= target:
+                    break
+                with warnings.catch_warnings():
+                    # Optuna expects heartbeats only under optimize(); heartbeat() provides them here.
+                    warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                    trial = study.ask()
+                trial.set_user_attr(WORKER_ATTR, me)
+            state, value = _run_trial(study, storage, trial, objective, runs)
+            report.trials[trial.number] = state.name
+            # ask/tell does not log results the way optimize() does; the job's log should show them.
+            metric = job.params.sweep.metric
+            line = f"sweep worker {me}: trial {trial.number} {state.name} {metric}={value} {trial.params}"
+            print(line, file=sys.stderr, flush=True)
+    finally:
+        claim.close()
+    return report
