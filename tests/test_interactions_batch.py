@@ -16,7 +16,7 @@ from timoe.interactions.multiscale import LagSamples, multiscale_pid
 from timoe.interactions.synthetic import make_process
 from timoe.interactions.temporal import COLUMNS, compute_temporal_rus
 
-FAST = BatchEstimatorConfig(discrim_epochs=15, align_epochs=6, batch_size=256, sinkhorn_tol=1e-3)
+FAST = BatchEstimatorConfig(discrim_epochs=20, align_epochs=6, batch_size=256, sinkhorn_tol=1e-3)
 COMPS = ("R", "U1", "U2", "S")
 
 
@@ -42,7 +42,7 @@ def test_sinkhorn_is_batched_over_classes_and_hits_the_marginals() -> None:
 
 def test_batch_on_xor_and_copy_in_noise_is_seeded() -> None:
     rng = np.random.default_rng(0)
-    n = 1500
+    n = 2000
     a, b, c = rng.integers(0, 2, n), rng.integers(0, 2, n), rng.integers(0, 3, n)
     xor = batch_pid(_embed(rng, a, 2), _embed(rng, b, 2), a ^ b, FAST, device="cpu", seed=1)
     assert xor.synergy == pytest.approx(1.0, abs=0.12) and max(xor.redundancy, xor.unique1) < 0.05
@@ -108,12 +108,12 @@ def test_multiscale_finds_synergy_at_lag_one_with_full_budget() -> None:
 
 
 def test_temporal_rus_with_neural_estimators() -> None:
-    task = make_process("unique_lag2", continuous=True, n_windows=30, window=40, seed=5)
+    task = make_process("unique_lag2", continuous=True, n_windows=60, window=48, seed=5)
     for est in ("batch", "multiscale"):
         cfg = RusConfig(estimator=est, lags=[0, 2], batch=BatchEstimatorConfig(
-            discrim_epochs=8, align_epochs=2, sinkhorn_tol=1e-3))
+            discrim_epochs=20, align_epochs=2, sinkhorn_tol=1e-3))
         df = compute_temporal_rus(task.x, task.step_labels, task.modalities, cfg)
         assert df.columns == list(COLUMNS) and set(df["estimator"]) == {est}
         assert set(df["form"]) == {"directed"} and df["pair"].to_list() == ["a|b", "a|b"]
         by_lag = {r["lag"]: r for r in df.iter_rows(named=True)}
-        assert by_lag[2]["U1"] > by_lag[0]["U1"] + 0.3
+        assert by_lag[2]["U1"] > 1.0 and by_lag[0]["U1"] < 0.1

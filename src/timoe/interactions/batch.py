@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from timoe.config import BatchEstimatorConfig
-from timoe.interactions._torch import resolve_device
+from timoe.interactions._torch import cpu_threads, resolve_device
 
 LN2 = math.log(2.0)
 _CLAMP = 30.0  # |exponent| bound for the alignment kernel
@@ -64,23 +64,30 @@ def sinkhorn(log_a: torch.Tensor, log_r: torch.Tensor, log_c: torch.Tensor, iter
              tol: float) -> tuple[torch.Tensor, int]:
     """Scale exp(log_a) (n1, n2, K) per class to row sums exp(log_r) (n1, K), columns exp(log_c) (n2, K).
 
-    All K slices move together; stops once every column sum is within `tol` (rows are exact after
-    each row step, which comes last).  Returns log q and the iterations used.
+    All K slices move together as two batched mat-vecs per iteration, in the probability domain:
+    measured several times faster than log-domain logsumexp updates, and safe because the kernel's
+    exponent is clamped (each slice is shifted by its max, which the scalings absorb).  Stops once
+    every column sum is within `tol`; rows are exact after the last (row) step.  Returns log q and
+    the iterations used.
     """
-    log_v = torch.zeros_like(log_c)
-    log_u = log_r - torch.logsumexp(log_a, dim=1)
+    shift = log_a.amax(dim=(0, 1), keepdim=True).clamp_min(-1e30)
+    a = torch.exp(log_a - shift).permute(2, 0, 1).contiguous()  # (K, n1, n2): classes as bmm batch
+    r, c = log_r.exp().T.unsqueeze(-1), log_c.exp().T.unsqueeze(-1)  # (K, n1, 1), (K, n2, 1)
+    at = a.transpose(1, 2)
+    u = r / a.sum(2, keepdim=True).clamp_min(1e-30)
+    v = torch.ones_like(c)
     used = 0
     for used in range(1, iters + 1):
-        new_v = log_c - torch.logsumexp(log_a + log_u.unsqueeze(1), dim=0)
-        # The column step itself reveals the column error of the previous iterate for free:
-        # colsum = c·exp(v_old − v_new).
+        new_v = c / torch.bmm(at, u).clamp_min(1e-30)
+        # The column step reveals the previous iterate's column error for free: colsum = c·v/v_new.
         with torch.no_grad():
-            err = float((log_c.exp() * torch.expm1(log_v - new_v)).abs().max()) if used > 1 else math.inf
+            err = float((c * (v / new_v - 1.0)).abs().max()) if used > 1 else math.inf
         if err < tol:
             break
-        log_v = new_v
-        log_u = log_r - torch.logsumexp(log_a + log_v.unsqueeze(0), dim=1)
-    return log_a + log_u.unsqueeze(1) + log_v.unsqueeze(0), used
+        v = new_v
+        u = r / torch.bmm(a, v).clamp_min(1e-30)
+    u, v = u.squeeze(-1).T, v.squeeze(-1).T
+    return (log_a - shift) + u.log().unsqueeze(1) + v.log().unsqueeze(0), used
 
 
 class _Alignment(nn.Module):
@@ -122,11 +129,10 @@ def coupling_terms(log_a: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, ctx:
         c = c * (r.sum(0) / c.sum(0))
     log_q, iters = sinkhorn(log_a, r.log(), c.log(), cfg.sinkhorn_iters, cfg.sinkhorn_tol)
     q = log_q.exp()
-    log_mix = torch.logsumexp(log_q, dim=-1, keepdim=True)  # log Σ_k p(k|x1_i) Q(j|i,k)
-    # Masked pairs have log q = −inf and q = 0: zero their logs first, since where() would still
-    # send NaN gradients through 0·(−inf).
+    # Masked pairs have log q = −inf and q = 0 in every class: give them a finite log first, since a
+    # logsumexp over all −inf (or 0·(−inf) under where()) sends NaN back through autograd.
     log_q = torch.where(torch.isfinite(log_q), log_q, 0.0)
-    log_mix = torch.where(torch.isfinite(log_mix), log_mix, 0.0)
+    log_mix = torch.logsumexp(log_q, dim=-1, keepdim=True)  # log Σ_k p(k|x1_i) Q(j|i,k)
     terms = q * (log_q - r.log().unsqueeze(1) - log_mix)
     return terms.sum() / len(p1), iters
 
@@ -140,15 +146,22 @@ def standardise(x: np.ndarray) -> np.ndarray:
 
 def batch_pid(x1: Any, x2: Any, y: Any, cfg: BatchEstimatorConfig | None = None, *,
               context: Any = None, n_classes: int | None = None, device: str | torch.device = "auto",
-              seed: int = 0, holdout: float = 0.2) -> BatchPID:
+              seed: int = 0, holdout: float = 0.2, num_threads: int | None = 1) -> BatchPID:
     """BATCH PID of continuous X1 (N, D1), X2 (N, D2) about integer labels y (N,).
 
     `context`: optional integer strata (N,) for the conditional PID.  Deterministic for a seed
     on CPU.  The last `holdout` share of a seeded permutation is used for the readout.
+    `num_threads`: torch CPU threads while fitting (restored afterwards; None leaves them).
     """
+    dev = resolve_device(device)
+    with cpu_threads(num_threads if dev.type == "cpu" else None):
+        return _batch_pid(x1, x2, y, cfg, context, n_classes, dev, seed, holdout)
+
+
+def _batch_pid(x1: Any, x2: Any, y: Any, cfg: BatchEstimatorConfig | None, context: Any,
+               n_classes: int | None, dev: torch.device, seed: int, holdout: float) -> BatchPID:
     t0 = time.perf_counter()
     cfg = cfg or BatchEstimatorConfig()
-    dev = resolve_device(device)
     a, b = standardise(x1), standardise(x2)
     yy = np.asarray(y, dtype=np.int64).ravel()
     n = len(yy)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from timoe.config import BatchEstimatorConfig
-from timoe.interactions._torch import resolve_device
+from timoe.interactions._torch import cpu_threads, resolve_device
 from timoe.interactions.batch import (
     LN2,
     BatchPID,
@@ -108,15 +108,23 @@ def _prepare(samples: Mapping[int, LagSamples], holdout: float, batch_size: int,
 
 def multiscale_pid(samples: Mapping[int, LagSamples], cfg: BatchEstimatorConfig | None = None, *,
                    n_classes: int | None = None, device: str | torch.device = "auto", seed: int = 0,
-                   holdout: float = 0.2, steps_factor: float = 1.0) -> dict[int, BatchPID]:
+                   holdout: float = 0.2, steps_factor: float = 1.0,
+                   num_threads: int | None = 1) -> dict[int, BatchPID]:
     """One BATCH model for all lags; returns {lag: BatchPID} (seconds: the run's time shared per lag).
 
     steps_factor scales the training steps relative to one per-lag BATCH fit (1.0: the paper's
     τ-fold saving; len(samples): the same compute as fitting every lag separately).
     """
+    dev = resolve_device(device)
+    with cpu_threads(num_threads if dev.type == "cpu" else None):
+        return _multiscale_pid(samples, cfg, n_classes, dev, seed, holdout, steps_factor)
+
+
+def _multiscale_pid(samples: Mapping[int, LagSamples], cfg: BatchEstimatorConfig | None,
+                    n_classes: int | None, dev: torch.device, seed: int, holdout: float,
+                    steps_factor: float) -> dict[int, BatchPID]:
     t0 = time.perf_counter()
     cfg = cfg or BatchEstimatorConfig()
-    dev = resolve_device(device)
     lags = list(samples)
     if not lags:
         raise ValueError("no lags given")

@@ -18,7 +18,8 @@ pair never crosses a recording or subject boundary (windows lie inside one recor
 With one label per window (sequence_level=True), each window gives one sample: drop its last τ steps,
 mean-pool each modality's scalar, pair with the window label (as the reference does); no target
 past exists there, so the form is always "lagged_mi".
-All pairs × lags (× strata) are solved in one batched exact PID call.
+With cfg.estimator "exact", all pairs × lags (× strata) are solved in one batched exact PID call;
+"batch" / "multiscale" use the raw channels instead, see temporal_neural.py.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from timoe.config import RusConfig
 from timoe.interactions._samples import label_codes, past_strata, step_index, window_index
 from timoe.interactions.discretize import Discretizer
 from timoe.interactions.exact import exact_pid, joint_counts
+from timoe.interactions.temporal_neural import neural_rows
 
 Feature = Literal["pca", "magnitude"]
 COLUMNS = ("pair", "lag", "R", "U1", "U2", "S", "total", "estimator", "form", "n_samples", "seconds")
@@ -105,8 +107,6 @@ def compute_temporal_rus(x: np.ndarray, step_labels: np.ndarray | None,
             raise ValueError("step_labels must have shape (N, T)")
         labels, form = np.asarray(step_labels), cfg.form
     if cfg.estimator != "exact":
-        from timoe.interactions.temporal_neural import neural_rows
-
         rows = neural_rows(x, labels, modalities, pairs, cfg, form, sequence_level, seed)
         return _frame(rows, pairs, t0)
     feats = {m: ScalarFeature(feature).fit(x[:, :, list(ch)]).transform(x[:, :, list(ch)])
