@@ -86,6 +86,9 @@ class RusConfig(_Strict):
     form: Literal["directed", "lagged_mi"] = "directed"
     lags: list[int] = Field(default_factory=lambda: [0, 1, 2, 4, 8, 16])
     n_bins: int = Field(8, ge=2, le=64)
+    feature: Literal["pca", "magnitude"] = Field(
+        "pca", description="per-step scalar of a modality for the exact estimator: PC1 or L2 norm"
+    )
     discretizer: Literal["quantile", "uniform", "kmeans"] = "quantile"
     past_bins: int = Field(0, ge=0, le=64, description="0: condition on the previous label itself")
     max_samples: int = Field(200_000, ge=100)

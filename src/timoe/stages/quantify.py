@@ -77,6 +77,7 @@ def run_quantify(params: Params, *, dataset: str, data_dir: Path, out_dir: Path)
                 rc,
                 window_labels=train.label,
                 seed=params.data.seed,
+                feature=rc.feature,
             )
             elapsed = time.time() - started
             table.write_parquet(tmp / "rus.parquet")
