@@ -86,3 +86,17 @@ def test_patching_keeps_modalities_apart():
     assert mods == {"a": [0, 3], "b": [1, 2, 4, 5]}
     # step 1 channel 0 of the window lands at patch 0, channel 3
     assert p[0, 0, 3] == x[0, 1, 0]
+
+
+def test_moe_epochs_log_expert_load_and_routing_entropy():
+    xt, yt, xv, yv = _data()
+    seed_everything(0)
+    inner = build_model("moe", CFG, n_channels=8, n_timesteps=8, n_classes=2,
+                        modalities=patched_modalities({"a": [0, 1], "b": [2, 3]}, 4, 2))
+    settings = LoopSettings(epochs=1, batch_size=8, lr=1e-3, weight_decay=0.0, grad_clip=1.0,
+                            warmup_epochs=0, patience=2, seed=0)
+    hist = train(Patched(inner, 2), xt, yt, xv, yv, 2, settings, torch.device("cpu")).history[0]
+    assert 0.0 <= hist["train_expert_load_cv"] < 3.0
+    assert 1 / CFG.n_experts <= hist["train_expert_load_max"] <= 1.0
+    assert 0.0 < hist["train_routing_entropy"] <= np.log(CFG.n_experts) + 1e-6
+    assert "train_aux_load" in hist

@@ -7,10 +7,12 @@ held-out labels.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from timoe.atomic import atomic_dir
@@ -21,6 +23,13 @@ from timoe.stages.common import matplotlib_agg, save_json
 from timoe.tracking import experiment_name, log_artifacts_from, tracked_run
 
 COMPONENTS = ("R", "U1", "U2", "S")
+
+
+def labels_constant_within_windows(step_labels: np.ndarray) -> bool:
+    """True when no window's per-step label sequence changes (ignored steps, -1, aside)."""
+    y = np.asarray(step_labels)
+    valid = (y[:, 1:] >= 0) & (y[:, :-1] >= 0)
+    return bool(np.all((y[:, 1:] == y[:, :-1]) | ~valid))
 
 
 def plot_heatmaps(table: pl.DataFrame, out: Path) -> list[Path]:
@@ -69,6 +78,11 @@ def run_quantify(params: Params, *, dataset: str, data_dir: Path, out_dir: Path)
             device=str(device),
             run_name=f"quantify/{dataset}",
         ):
+            if rc.form == "directed" and labels_constant_within_windows(train.step_labels):
+                note = ("rus.form is 'directed' but every training window holds one label, so Y_t is "
+                        "determined by Y_{t-1} and all directed RUS terms are 0; use 'lagged_mi' here")
+                print(f"timoe: warning: {note}", file=sys.stderr)
+                mlflow.set_tag("warning", note)
             started = time.time()
             table = compute_temporal_rus(
                 train.x,

@@ -72,6 +72,22 @@ def predict(model: nn.Module, x: np.ndarray, device: torch.device, batch_size: i
     return np.concatenate(out)
 
 
+def routing_metrics(stats: Any) -> dict[str, float]:
+    """Expert load balance and router entropy of one epoch, averaged over MoE layers.
+
+    expert_load_cv: coefficient of variation of the experts' share of top-k assignments (0 when
+    perfectly balanced); expert_load_max: the busiest expert's share; routing_entropy in nats.
+    """
+    usage = stats.usage.sum(dim=1).double()  # [L, E], over modalities
+    share = usage / usage.sum(dim=-1, keepdim=True).clamp_min(1)
+    cv = share.std(dim=-1, unbiased=False) / share.mean(dim=-1).clamp_min(1e-12)
+    return {
+        "train_expert_load_cv": float(cv.mean()),
+        "train_expert_load_max": float(share.max(dim=-1).values.mean()),
+        "train_routing_entropy": float(stats.entropy.double().mean()),
+    }
+
+
 def _state_bytes(obj: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -136,6 +152,7 @@ def train(
         order = torch.randperm(len(xt), generator=epoch_generator(settings.seed, epoch))
         sums: dict[str, float] = {}
         n_seen = 0
+        routing = None  # RoutingStats summed over the epoch's batches (MoE models only)
         batches = range(0, len(order), settings.batch_size)
         if progress:
             from tqdm import tqdm
@@ -157,7 +174,11 @@ def train(
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v * len(idx)
             n_seen += len(idx)
+            if out.routing is not None:
+                routing = out.routing if routing is None else routing.merge(out.routing)
         metrics = {f"train_{k}": v / max(1, n_seen) for k, v in sums.items()}
+        if routing is not None:
+            metrics.update(routing_metrics(routing))
         val_prob = predict(model, x_val, device)
         val_pred = val_prob.argmax(axis=1) if len(val_prob) else np.zeros(0, dtype=np.int64)
         for k, v in classification_metrics(y_val, val_pred, n_classes).items():
