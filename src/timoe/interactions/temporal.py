@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
+from tqdm.auto import tqdm
 
 from timoe.config import RusConfig
 from timoe.interactions._samples import label_codes, past_strata, step_index, window_index
@@ -148,7 +149,7 @@ def _step_tables(feats: dict[str, np.ndarray], labels: np.ndarray, pairs: list[t
     past, n_strata = past_strata(y, n_classes, cfg.past_bins) if directed else (y, 1)
     shape = (cfg.n_bins, cfg.n_bins, n_classes)
     tables, meta = [], []
-    for lag in cfg.lags:
+    for lag in tqdm(cfg.lags, desc="RUS tables (lags)", disable=None):  # a bar on terminals only
         wi, ti = step_index(y, lag, directed, cfg.max_samples, seed)
         ys = y[wi, ti]
         strata = past[wi, ti - 1] if directed else np.zeros(len(wi), dtype=np.int64)

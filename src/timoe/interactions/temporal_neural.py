@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from timoe.config import RusConfig
 from timoe.interactions._samples import label_codes, past_strata, step_index, window_index
@@ -54,7 +55,8 @@ def neural_rows(x: np.ndarray, labels: np.ndarray, modalities: Mapping[str, Sequ
     """Rows (pair, lag, R, U1, U2, S, total, estimator, form, n_samples) for cfg.estimator."""
     _, n_classes = label_codes(labels)
     rows = []
-    for pair in pairs:
+    # disable=None: a bar on a terminal, nothing in a Snakemake job's log file
+    for pair in tqdm(pairs, desc=f"{cfg.estimator} RUS (pairs)", disable=None):
         per_lag = _lag_samples(x, labels, modalities, pair, cfg, form, sequence_level, seed)
         usable = {lag: s for lag, s in per_lag.items() if len(s.y) >= _MIN_SAMPLES}
         if cfg.estimator == "multiscale" and usable:
