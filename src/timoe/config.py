@@ -173,7 +173,9 @@ class TrainConfig(_Strict):
     patience: int = Field(8, ge=1)
     max_train_windows: int | None = Field(None, ge=1, description="subsample training windows")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_threads: int = Field(0, ge=0, description="torch CPU threads; 0 keeps torch's default")
+    # Float reductions split differently across threads, so the thread count is part of what
+    # makes a CPU run reproducible; 0 keeps torch's (machine-dependent) default.
+    num_threads: int = Field(1, ge=0, le=256, description="torch CPU threads per train job")
     use_sweep: bool = Field(True, description="start from the sweep's best params")
 
     @field_validator("seeds")

@@ -140,6 +140,8 @@ def tracked_run(
     }
     if seed is not None:
         tags["seed"] = str(seed)
+    if "torch" in sys.modules:  # CPU numbers depend on the thread count; record it where torch runs
+        tags["torch_threads"] = str(sys.modules["torch"].get_num_threads())
     for k, v in (wildcards or {}).items():
         tags[f"wildcard.{k}"] = str(v)
     for name, p in (inputs or {}).items():

@@ -3,6 +3,7 @@ rule train:
         unpack(lambda w: PIPE.model_inputs(w.dataset, w.model, with_sweep=P.train.use_sweep)),
     output:
         directory("results/models/{dataset}/{model}/seed{seed}"),
+    threads: max(1, P.train.num_threads)
     params:
         reads=lambda w: PIPE.params_json("model", "train", exclude=("train.seeds",)),
         extra=lambda w, input: " ".join(

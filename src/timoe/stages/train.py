@@ -151,7 +151,7 @@ def run_train(params: Params, job: TrainJob, *, progress: bool = False) -> dict[
     rus = load_rus_table(job.rus_dir, job.model)
     device = pick_device(tc.device)
     if tc.num_threads:
-        torch.set_num_threads(tc.num_threads)
+        torch.set_num_threads(tc.num_threads)  # not left to OMP_NUM_THREADS: numbers depend on it
     seed_everything(job.seed)
     model = build_for_data(eff, job.model, meta, rus, job.seed)
     settings = LoopSettings(
