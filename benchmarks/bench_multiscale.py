@@ -20,7 +20,7 @@ from timoe.config import BatchEstimatorConfig
 from timoe.interactions._samples import step_index
 from timoe.interactions.batch import BatchPID, batch_pid
 from timoe.interactions.multiscale import LagSamples, multiscale_pid
-from timoe.interactions.synthetic import make_process
+from timoe.interactions.synthetic import finds_ground_truth, make_process
 
 LAGS = [0, 1, 2, 3, 4]
 COMPS = ("R", "U1", "U2", "S")
@@ -38,16 +38,7 @@ def lag_samples(name: str) -> tuple[dict[int, LagSamples], dict[int, str]]:
 
 
 def found(est: dict[int, BatchPID], dominant: dict[int, str]) -> bool:
-    """Right component at the right lag: the truth's component is the largest there and ≥ 0.5 bit,
-    and every other lag stays below 0.1 bit."""
-    for lag, e in est.items():
-        row = e.row()
-        if lag in dominant:
-            if max(COMPS, key=row.__getitem__) != dominant[lag] or row[dominant[lag]] < 0.5:
-                return False
-        elif max(row[k] for k in COMPS) >= 0.1:
-            return False
-    return True
+    return finds_ground_truth({lag: e.row() for lag, e in est.items()}, dominant)
 
 
 def max_diff(a: dict[int, BatchPID], b: dict[int, BatchPID]) -> float:

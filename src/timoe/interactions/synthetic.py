@@ -125,3 +125,18 @@ def true_rus(name: str, lags: list[int], *, flip: float = 0.1) -> dict[int, dict
 
     res = exact_pid(np.stack([population_joint(name, lag, flip=flip) for lag in lags]))
     return {lag: res.row(i) for i, lag in enumerate(lags)}
+
+
+def finds_ground_truth(rows: dict[int, dict[str, float]], dominant: dict[int, str], *, min_bits: float = 0.5,
+                       max_other: float = 0.1) -> bool:
+    """The stated tolerance for "the right component at the right lag": at each lag that carries
+    the process's interaction, its component is the largest of R, U1, U2, S and at least
+    `min_bits`; at every other lag all components stay below `max_other` bits."""
+    comps = ("R", "U1", "U2", "S")
+    for lag, row in rows.items():
+        if lag in dominant:
+            if max(comps, key=row.__getitem__) != dominant[lag] or row[dominant[lag]] < min_bits:
+                return False
+        elif max(row[k] for k in comps) >= max_other:
+            return False
+    return True
