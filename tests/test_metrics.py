@@ -19,3 +19,14 @@ def test_hand_computed_values():
 def test_absent_classes_are_not_averaged():
     y = np.array([0, 0])
     assert macro_f1(y, y, 5) == 1.0
+
+
+def test_sweep_history_skips_studies_without_trials(tmp_path):
+    from timoe.evaluation.figures import sweep_history_figure
+
+    empty = tmp_path / "empty.csv"
+    empty.write_text("\n")  # what a study without trials leaves
+    assert sweep_history_figure({"moe": empty}, "t", tmp_path / "h.png") is None
+    full = tmp_path / "full.csv"
+    full.write_text("number,value,state\n0,0.5,COMPLETE\n1,0.7,COMPLETE\n")
+    assert sweep_history_figure({"moe": empty, "transformer": full}, "t", tmp_path / "h.png") is not None

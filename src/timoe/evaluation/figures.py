@@ -116,7 +116,10 @@ def sweep_history_figure(trials_csv: dict[str, Path], title: str, path: Path) ->
     fig, ax = plt.subplots(figsize=(6, 3))
     drawn = False
     for label, csv in sorted(trials_csv.items()):
-        df = pl.read_csv(csv)
+        try:
+            df = pl.read_csv(csv)
+        except pl.exceptions.NoDataError:  # a model without a search space ran no trial
+            continue
         if "value" not in df.columns or df.is_empty():
             continue
         df = df.filter(pl.col("value").is_not_null()).sort("number")
