@@ -17,10 +17,9 @@ import numpy as np
 import torch
 
 from timoe.config import BatchEstimatorConfig
-from timoe.interactions._samples import step_index
 from timoe.interactions.batch import BatchPID, batch_pid
 from timoe.interactions.multiscale import LagSamples, multiscale_pid
-from timoe.interactions.synthetic import finds_ground_truth, make_process
+from timoe.interactions.synthetic import finds_ground_truth, lag_sample_sets, make_process
 
 LAGS = [0, 1, 2, 3, 4]
 COMPS = ("R", "U1", "U2", "S")
@@ -29,12 +28,7 @@ CFG = BatchEstimatorConfig(discrim_epochs=10, align_epochs=5, sinkhorn_tol=1e-3)
 
 def lag_samples(name: str) -> tuple[dict[int, LagSamples], dict[int, str]]:
     task = make_process(name, continuous=True, n_windows=60, window=64, seed=0)
-    out = {}
-    for lag in LAGS:
-        wi, ti = step_index(task.step_labels, lag, False, 10**9, 0)
-        src = task.x[wi, ti - lag]
-        out[lag] = LagSamples(src[:, :2], src[:, 2:], task.step_labels[wi, ti])
-    return out, task.dominant
+    return lag_sample_sets(task, LAGS), task.dominant
 
 
 def found(est: dict[int, BatchPID], dominant: dict[int, str]) -> bool:

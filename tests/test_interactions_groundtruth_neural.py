@@ -11,10 +11,9 @@ from __future__ import annotations
 import pytest
 
 from timoe.config import BatchEstimatorConfig
-from timoe.interactions._samples import step_index
 from timoe.interactions.batch import batch_pid
 from timoe.interactions.multiscale import LagSamples, multiscale_pid
-from timoe.interactions.synthetic import finds_ground_truth, make_process
+from timoe.interactions.synthetic import finds_ground_truth, lag_sample_sets, make_process
 
 LAGS = [0, 1, 2, 3]
 CFG = BatchEstimatorConfig(discrim_epochs=10, align_epochs=5, sinkhorn_tol=1e-3)
@@ -23,12 +22,7 @@ pytestmark = pytest.mark.slow
 
 def _samples(name: str) -> tuple[dict[int, LagSamples], dict[int, str]]:
     task = make_process(name, continuous=True, n_windows=60, window=64, seed=0)
-    out = {}
-    for lag in LAGS:
-        wi, ti = step_index(task.step_labels, lag, False, 10**9, 0)
-        src = task.x[wi, ti - lag]
-        out[lag] = LagSamples(src[:, :2], src[:, 2:], task.step_labels[wi, ti])
-    return out, task.dominant
+    return lag_sample_sets(task, LAGS), task.dominant
 
 
 @pytest.mark.parametrize("name", ["synergy_lag1", "unique_lag2", "redundancy_lag3"])

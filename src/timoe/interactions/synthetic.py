@@ -18,6 +18,7 @@ so `true_rus` is the RUS of the process itself, not of a sample.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -140,3 +141,18 @@ def finds_ground_truth(rows: dict[int, dict[str, float]], dominant: dict[int, st
         elif max(row[k] for k in comps) >= max_other:
             return False
     return True
+
+
+def lag_sample_sets(task: SyntheticTask, lags: list[int]) -> dict[int, Any]:
+    """Per lag, the (X1_{t-τ}, X2_{t-τ}, Y_t) samples of a two-modality task (first modality's
+    channels, then the second's) as multiscale.LagSamples, for the neural estimators."""
+    from timoe.interactions._samples import step_index
+    from timoe.interactions.multiscale import LagSamples
+
+    first, second = (list(ch) for ch in task.modalities.values())
+    out = {}
+    for lag in lags:
+        wi, ti = step_index(task.step_labels, lag, False, 10**9, 0)
+        src = task.x[wi, ti - lag]
+        out[lag] = LagSamples(src[:, first], src[:, second], task.step_labels[wi, ti])
+    return out
