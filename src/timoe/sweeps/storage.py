@@ -68,7 +68,10 @@ class StorageSpec:
 
             assert self.journal is not None
             self.journal.parent.mkdir(parents=True, exist_ok=True)
-            return JournalStorage(JournalFileBackend(str(self.journal)))
+            # Absolute: Optuna's lock is a symlink to the journal; with a relative path the link
+            # dangles, its stale-lock check never fires, and a worker killed while holding the
+            # lock leaves every other worker spinning forever (seen in the killed-worker test).
+            return JournalStorage(JournalFileBackend(str(self.journal.resolve())))
         # A worker that dies mid-trial stops its heartbeat; after the grace period any other worker
         # marks that trial FAIL, so it stops counting towards n_trials and is replaced.
         with warnings.catch_warnings():
