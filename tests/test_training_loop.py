@@ -100,3 +100,52 @@ def test_moe_epochs_log_expert_load_and_routing_entropy():
     assert 1 / CFG.n_experts <= hist["train_expert_load_max"] <= 1.0
     assert 0.0 < hist["train_routing_entropy"] <= np.log(CFG.n_experts) + 1e-6
     assert "train_aux_load" in hist
+
+
+AUGMENTED = LoopSettings(epochs=4, batch_size=8, lr=3e-3, weight_decay=0.0, grad_clip=1.0, warmup_epochs=1,
+                         patience=10, seed=3, label_smoothing=0.1, augment_scale=0.1, augment_jitter=0.05,
+                         augment_shift=3)
+
+
+def _run_augmented(ckpt=None, stop_after=None, settings=AUGMENTED):
+    xt, yt, xv, yv = _data()
+    model = _model()
+
+    def stop(epoch, _m):
+        if stop_after is not None and epoch == stop_after:
+            raise KeyboardInterrupt
+
+    return train(model, xt, yt, xv, yv, 2, settings, torch.device("cpu"), checkpoint=ckpt,
+                 checkpoint_key="k", on_epoch=stop)
+
+
+def test_augmentation_is_deterministic_resumable_and_changes_training(tmp_path):
+    full = _run_augmented()
+    assert full.history == _run_augmented().history
+    ckpt = tmp_path / "last.pt"
+    with pytest.raises(KeyboardInterrupt):
+        _run_augmented(ckpt, stop_after=1)
+    assert _run_augmented(ckpt).history == full.history
+    plain = _run_augmented(settings=SETTINGS)
+    assert [h["train_loss"] for h in plain.history] != [h["train_loss"] for h in full.history]
+
+
+def test_augment_batch_parts():
+    from timoe.training.loop import augment_batch
+
+    x = torch.arange(2 * 6 * 3, dtype=torch.float32).view(2, 6, 3)
+    only_shift = LoopSettings(epochs=1, batch_size=2, lr=1e-3, weight_decay=0.0, grad_clip=1.0, warmup_epochs=0,
+                              patience=1, seed=0, augment_shift=2)
+    out = augment_batch(x, only_shift, torch.Generator().manual_seed(0))
+    for b in range(2):  # a circular shift of each window: same rows, rotated in time
+        k = [s for s in range(-2, 3) if torch.equal(out[b], torch.roll(x[b], s, dims=0))]
+        assert k, "output is not a circular time shift of the input"
+    only_scale = LoopSettings(epochs=1, batch_size=2, lr=1e-3, weight_decay=0.0, grad_clip=1.0, warmup_epochs=0,
+                              patience=1, seed=0, augment_scale=0.2)
+    ones = torch.ones(4, 5, 3)
+    scaled = augment_batch(ones, only_scale, torch.Generator().manual_seed(0))
+    # one gain per (window, channel), constant over time, and not all equal to 1
+    assert torch.allclose(scaled, scaled[:, :1].expand_as(scaled))
+    assert not torch.allclose(scaled, ones)
+    untouched = augment_batch(x, SETTINGS, torch.Generator().manual_seed(0))
+    assert torch.equal(untouched, x)

@@ -162,6 +162,17 @@ class ModelConfig(_Strict):
 
 
 # ---------------------------------------------------------------- train
+class AugmentConfig(_Strict):
+    """Training-time augmentation of the (standardised) input windows; 0 disables a part.
+
+    Drawn from the epoch's generator, so a resumed run augments exactly as an uninterrupted one.
+    """
+
+    scale: float = Field(0.0, ge=0.0, le=1.0, description="std of a per-window, per-channel gain around 1")
+    jitter: float = Field(0.0, ge=0.0, le=1.0, description="std of additive Gaussian noise per sample")
+    shift: int = Field(0, ge=0, description="largest circular time shift, in raw steps")
+
+
 class TrainConfig(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     epochs: int = Field(30, ge=1, le=10_000)
@@ -177,6 +188,8 @@ class TrainConfig(_Strict):
     # makes a CPU run reproducible; 0 keeps torch's (machine-dependent) default.
     num_threads: int = Field(1, ge=0, le=256, description="torch CPU threads per train job")
     use_sweep: bool = Field(True, description="start from the sweep's best params")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    augment: AugmentConfig = AugmentConfig()
 
     @field_validator("seeds")
     @classmethod
@@ -210,6 +223,10 @@ SWEEPABLE_KEYS = (
     "train.lr",
     "train.weight_decay",
     "train.batch_size",
+    "train.label_smoothing",
+    "train.augment.scale",
+    "train.augment.jitter",
+    "train.augment.shift",
     "model.d_model",
     "model.dropout",
     "model.n_layers",

@@ -7,7 +7,8 @@ rule sweep:
     params:
         reads=lambda w: PIPE.params_json(
             "sweep", "model", "train.batch_size", "train.lr", "train.weight_decay", "train.grad_clip",
-            "train.warmup_epochs", "train.max_train_windows", "train.device",
+            "train.warmup_epochs", "train.max_train_windows", "train.device", "train.label_smoothing",
+            "train.augment",
         ),
         rus=lambda w, input: f"--rus {input.rus}" if "rus" in input.keys() else "",
     log:

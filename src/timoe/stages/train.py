@@ -6,6 +6,7 @@ selected weights, for the evaluate stage to score.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,7 @@ def run_train(params: Params, job: TrainJob, *, progress: bool = False) -> dict[
         warmup_epochs=tc.warmup_epochs,
         patience=tc.patience,
         seed=job.seed,
+        **LoopSettings.regularisation_from(tc),
     )
     resolved = {
         "data": eff.data.model_dump(),
@@ -198,6 +200,13 @@ def run_train(params: Params, job: TrainJob, *, progress: bool = False) -> dict[
 
             def log_epoch(epoch: int, m: dict[str, float]) -> None:
                 mlflow.log_metrics({k: v for k, v in m.items() if np.isfinite(v)}, step=epoch)
+                # One line per epoch in the job's log: progress bars are off when not on a terminal.
+                print(
+                    f"epoch {epoch + 1}/{settings.epochs} train_loss {m.get('train_loss', float('nan')):.4f}"
+                    f" val_accuracy {m.get('val_accuracy', float('nan')):.4f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
             result = train(
                 model,

@@ -101,6 +101,7 @@ class Objective:
             patience=sc.epochs,  # pruning, not early stopping, ends hopeless trials
             seed=sc.seed,
             selection_metric=sc.metric,
+            **LoopSettings.regularisation_from(eff.train),
         )
         tr, va = self.train_split, self.val_split
         result = train(

@@ -38,6 +38,25 @@ class LoopSettings:
     patience: int
     seed: int
     selection_metric: str = "val_accuracy"
+    label_smoothing: float = 0.0
+    augment_scale: float = 0.0
+    augment_jitter: float = 0.0
+    augment_shift: int = 0
+
+    @staticmethod
+    def regularisation_from(train_cfg: Any) -> dict[str, Any]:
+        """The label-smoothing and augmentation fields of a config.TrainConfig, as keyword args."""
+        a = train_cfg.augment
+        return {
+            "label_smoothing": train_cfg.label_smoothing,
+            "augment_scale": a.scale,
+            "augment_jitter": a.jitter,
+            "augment_shift": a.shift,
+        }
+
+    @property
+    def augments(self) -> bool:
+        return self.augment_scale > 0 or self.augment_jitter > 0 or self.augment_shift > 0
 
 
 @dataclass
@@ -86,6 +105,25 @@ def routing_metrics(stats: Any) -> dict[str, float]:
         "train_expert_load_max": float(share.max(dim=-1).values.mean()),
         "train_routing_entropy": float(stats.entropy.double().mean()),
     }
+
+
+def augment_batch(xb: torch.Tensor, settings: LoopSettings, gen: torch.Generator) -> torch.Tensor:
+    """Random gain per (window, channel), additive noise, and a circular shift per window.
+
+    xb [B, T, C] on the CPU; the draws come from `gen` (the epoch's generator), so they are
+    fixed by (seed, epoch) whatever the device and however often the run was resumed.
+    """
+    b, t, c = xb.shape
+    out = xb
+    if settings.augment_scale > 0:
+        out = out * (1.0 + settings.augment_scale * torch.randn(b, 1, c, generator=gen))
+    if settings.augment_jitter > 0:
+        out = out + settings.augment_jitter * torch.randn(b, t, c, generator=gen)
+    if settings.augment_shift > 0:
+        shifts = torch.randint(-settings.augment_shift, settings.augment_shift + 1, (b,), generator=gen)
+        idx = (torch.arange(t)[None, :] - shifts[:, None]) % t  # [B, T]
+        out = out.gather(1, idx[:, :, None].expand(b, t, c))
+    return out
 
 
 def _state_bytes(obj: dict[str, Any]) -> bytes:
@@ -143,13 +181,14 @@ def train(
             result.resumed_from_epoch = start_epoch
     xt = torch.from_numpy(x_train)
     yt = torch.from_numpy(y_train.astype(np.int64))
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     stopped = bad_epochs >= settings.patience
     for epoch in range(start_epoch, settings.epochs):
         if stopped:
             break
         model.train()
-        order = torch.randperm(len(xt), generator=epoch_generator(settings.seed, epoch))
+        gen = epoch_generator(settings.seed, epoch)
+        order = torch.randperm(len(xt), generator=gen)
         sums: dict[str, float] = {}
         n_seen = 0
         routing = None  # RoutingStats summed over the epoch's batches (MoE models only)
@@ -160,7 +199,10 @@ def train(
             batches = tqdm(batches, desc=f"epoch {epoch}", leave=False)
         for i in batches:
             idx = order[i : i + settings.batch_size]
-            xb, yb = xt[idx].to(device), yt[idx].to(device)
+            xb = xt[idx]
+            if settings.augments:
+                xb = augment_batch(xb, settings, gen)
+            xb, yb = xb.to(device), yt[idx].to(device)
             out = model(xb)
             ce = loss_fn(out.logits, yb)
             loss = ce + out.aux_loss
