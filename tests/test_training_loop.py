@@ -134,14 +134,14 @@ def test_augment_batch_parts():
     from timoe.training.loop import augment_batch
 
     x = torch.arange(2 * 6 * 3, dtype=torch.float32).view(2, 6, 3)
-    only_shift = LoopSettings(epochs=1, batch_size=2, lr=1e-3, weight_decay=0.0, grad_clip=1.0, warmup_epochs=0,
-                              patience=1, seed=0, augment_shift=2)
+    base = dict(epochs=1, batch_size=2, lr=1e-3, weight_decay=0.0, grad_clip=1.0, warmup_epochs=0, patience=1,
+                seed=0)
+    only_shift = LoopSettings(**base, augment_shift=2)
     out = augment_batch(x, only_shift, torch.Generator().manual_seed(0))
     for b in range(2):  # a circular shift of each window: same rows, rotated in time
         k = [s for s in range(-2, 3) if torch.equal(out[b], torch.roll(x[b], s, dims=0))]
         assert k, "output is not a circular time shift of the input"
-    only_scale = LoopSettings(epochs=1, batch_size=2, lr=1e-3, weight_decay=0.0, grad_clip=1.0, warmup_epochs=0,
-                              patience=1, seed=0, augment_scale=0.2)
+    only_scale = LoopSettings(**base, augment_scale=0.2)
     ones = torch.ones(4, 5, 3)
     scaled = augment_batch(ones, only_scale, torch.Generator().manual_seed(0))
     # one gain per (window, channel), constant over time, and not all equal to 1
