@@ -36,6 +36,9 @@ def test_defaults_equal_an_empty_file():
          "sweep.space", "unsweepable"),
         ({"rus": {"lags": [1, 1]}}, "rus.lags", "distinct"),
         ({"bogus": {}}, "bogus", "unknown key"),
+        ({"train": {"augment": {"scale": -0.1}}}, "train.augment.scale", "greater than or equal"),
+        ({"train": {"augment": {"rotate": 1}}}, "train.augment.rotate", "unknown key"),
+        ({"train": {"label_smoothing": 1.0}}, "train.label_smoothing", "less than"),
     ],
 )
 def test_bad_params_name_the_key_path(raw, path, words):
@@ -69,8 +72,8 @@ def test_deep_merge_is_recursive():
 def test_sweep_overrides_apply_and_revalidate():
     from timoe.stages.common import apply_overrides
 
-    p = apply_overrides(Params(), {"train.lr": 0.01, "model.dropout": 0.2})
-    assert p.train.lr == 0.01 and p.model.dropout == 0.2
+    p = apply_overrides(Params(), {"train.lr": 0.01, "model.dropout": 0.2, "train.augment.jitter": 0.1})
+    assert p.train.lr == 0.01 and p.model.dropout == 0.2 and p.train.augment.jitter == 0.1
     with pytest.raises(ConfigError):
         apply_overrides(Params(), {"train.lr": -1.0})
     with pytest.raises(ConfigError, match="not allowed"):
