@@ -35,6 +35,9 @@ def summary(runs: pl.DataFrame) -> pl.DataFrame:
             (pl.col("accuracy").mean() * 100).alias("mean"),
             (pl.col("accuracy").std() * 100).alias("std"),
             pl.len().alias("seeds"),
+            (pl.col("routing_entropy").mean() if "routing_entropy" in runs.columns else pl.lit(None))
+            .cast(pl.Float64)
+            .alias("entropy"),
         )
         .sort("dataset", "model")
     )
@@ -79,11 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.runs} lacks column(s) {sorted(missing)}", file=sys.stderr)
         return 2
     table = summary(runs)
-    print("| data set | model | test accuracy % (mean ± std) | seeds |")
-    print("|---|---|---|---|")
+    print("| data set | model | test accuracy % (mean ± std) | seeds | router entropy, nats (last epoch) |")
+    print("|---|---|---|---|---|")
     for r in table.iter_rows(named=True):
         std = "n/a" if r["std"] is None else f"{r['std']:.2f}"
-        print(f"| {r['dataset']} | {r['model']} | {r['mean']:.2f} ± {std} | {r['seeds']} |")
+        ent = "dense" if r["entropy"] is None else f"{r['entropy']:.3f}"
+        print(f"| {r['dataset']} | {r['model']} | {r['mean']:.2f} ± {std} | {r['seeds']} | {ent} |")
     print()
     for line in check_targets(table):
         print(line)

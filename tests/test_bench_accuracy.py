@@ -15,7 +15,8 @@ def _runs(path: Path, timoe_hapt: list[float], fusemoe_hapt: list[float]) -> Pat
     rows = []
     for seed in range(3):
         rows += [
-            {"dataset": "hapt", "model": "timoe", "seed": seed, "accuracy": timoe_hapt[seed]},
+            {"dataset": "hapt", "model": "timoe", "seed": seed, "accuracy": timoe_hapt[seed],
+             "routing_entropy": 2.079},
             {"dataset": "hapt", "model": "fusemoe", "seed": seed, "accuracy": fusemoe_hapt[seed]},
             {"dataset": "hapt", "model": "moe", "seed": seed, "accuracy": 0.90},
             {"dataset": "hapt", "model": "transformer", "seed": seed, "accuracy": 0.91},
@@ -35,6 +36,8 @@ def test_reports_met_and_missed_targets(tmp_path):
     assert "hapt: timoe 97.00 % vs target 96.5 % -> MET" in met.stdout
     assert "best baseline fusemoe 95.00 %" in met.stdout and "+2.00 pp" in met.stdout
     assert "basicmotions: timoe 100.00 % vs target 100.0 % -> MET" in met.stdout
+    assert "| hapt | timoe | 97.00 ± 0.00 | 3 | 2.079 |" in met.stdout
+    assert "| hapt | transformer | 91.00 ± 0.00 | 3 | dense |" in met.stdout
     missed = _bench("--runs", str(_runs(tmp_path / "b.csv", [0.95, 0.95, 0.95], [0.96, 0.96, 0.96])))
     assert "hapt: timoe 95.00 % vs target 96.5 % -> MISSED" in missed.stdout
     assert "-1.00 pp (3/3 baselines present) -> MISSED" in missed.stdout

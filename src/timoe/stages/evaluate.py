@@ -34,6 +34,12 @@ def _read_train_output(model_dir: Path) -> tuple[dict[str, Any], pl.DataFrame]:
     return meta, preds
 
 
+def _last_epoch(meta: dict[str, Any], key: str) -> float | None:
+    history = meta.get("history") or []
+    value = history[-1].get(key) if history else None
+    return None if value is None else float(value)
+
+
 def score_run(model_dir: Path) -> dict[str, Any]:
     """Score one train output from its saved test predictions."""
     meta, preds = _read_train_output(model_dir)
@@ -50,6 +56,9 @@ def score_run(model_dir: Path) -> dict[str, Any]:
         "auroc": auroc_ovr(y, prob),
         "n_test": len(y),
         "run_id": meta.get("run_id", ""),
+        # Router entropy (nats) over the last epoch's training tokens; ln(n_experts) means the router
+        # spreads every token uniformly, i.e. it does not route. None for the dense model.
+        "routing_entropy": _last_epoch(meta, "train_routing_entropy"),
     }
     for name, r in zip(meta["classes"], recall, strict=True):
         row[f"recall.{name}"] = None if np.isnan(r) else float(r)
