@@ -9,6 +9,7 @@ outputs (run_id.txt) so artifacts and runs link both ways.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -102,6 +103,29 @@ def init_store(uri: str) -> None:
     client.search_experiments(max_results=1)
 
 
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Serialise store creation and experiment creation across processes for a SQLite store.
+
+    Two jobs started by hand (not through Snakemake's onstart, which creates the store first) on a
+    fresh SQLite file both try to create its tables, and one fails ("table ... already exists");
+    two creating the same experiment hit its unique name. A file lock beside the database orders
+    them. Server and other URIs need no lock.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///") :])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            init_store(uri)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def experiment_name(prefix: str, stage: str, dataset: str | None) -> str:
     return f"{prefix}/{dataset}" if dataset else f"{prefix}/{stage}"
 
@@ -130,7 +154,8 @@ def tracked_run(
     """
     mlflow = _mlflow()
     mlflow.set_tracking_uri(uri)
-    exp = mlflow.set_experiment(experiment)
+    with store_lock(uri):
+        exp = mlflow.set_experiment(experiment)
     tags: dict[str, str] = {
         "stage": stage,
         "timoe_version": __version__,
