@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from torch import nn
 from timoe.atomic import atomic_write_bytes
 from timoe.evaluation.metrics import classification_metrics
 from timoe.training.seeding import epoch_generator
+
+if TYPE_CHECKING:
+    from timoe.config import TrainConfig
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -44,7 +47,7 @@ class LoopSettings:
     augment_shift: int = 0
 
     @staticmethod
-    def regularisation_from(train_cfg: Any) -> dict[str, Any]:
+    def regularisation_from(train_cfg: TrainConfig) -> dict[str, Any]:
         """The label-smoothing and augmentation fields of a config.TrainConfig, as keyword args."""
         a = train_cfg.augment
         return {
