@@ -2,6 +2,7 @@
 # Thin by design: config validation, includes, `rule all`, and the onstart/onsuccess hooks.
 # Every rule calls `timoe <stage>`; the stage itself is a plain function in src/timoe.
 
+from timoe.config import dataset_key
 from timoe.workflow_support import Pipeline
 
 configfile: "params.yaml"

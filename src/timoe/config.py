@@ -12,8 +12,17 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-DATASET_NAMES = ("hapt", "basicmotions")
-MODEL_NAMES = ("transformer", "moe", "fusemoe", "timoe", "timoe-nolosses", "timoe-shuffled-rus")
+DATASET_NAMES = ("hapt", "basicmotions", "synthetic-regimes")
+# Baselines first, then timoe and its ablations; `oracle` routes by the true regime and exists only
+# for data sets that record one (synthetic-regimes).
+BASELINE_MODELS = ("transformer", "moe", "fusemoe", "modality-moe", "hash-moe")
+TIMOE_MODELS = ("timoe", "timoe-nolosses", "timoe-shuffled-rus", "timoe-dataset-rus")
+MODEL_NAMES = (*BASELINE_MODELS, *TIMOE_MODELS, "oracle")
+
+
+def dataset_key(name: str) -> str:
+    """The params.yaml section of a data set (`data.<key>`): its name with '-' as '_'."""
+    return name.replace("-", "_")
 
 
 class ConfigError(ValueError):
@@ -53,17 +62,27 @@ class BasicMotionsConfig(_Strict):
     val_fraction: float = Field(0.25, gt=0.0, lt=1.0, description="share of train cases held out")
 
 
+class SyntheticRegimesConfig(_Strict):
+    """The synthetic regime benchmark (timoe.data.synthetic_regimes): knobs of the generator."""
+
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+
+
 class DataConfig(_Strict):
-    datasets: list[Literal["hapt", "basicmotions"]] = Field(default_factory=lambda: ["hapt", "basicmotions"])
+    datasets: list[str] = Field(default_factory=lambda: ["hapt", "basicmotions"])
     seed: int = Field(0, ge=0)
     hapt: HaptConfig = HaptConfig()
     basicmotions: BasicMotionsConfig = BasicMotionsConfig()
+    synthetic_regimes: SyntheticRegimesConfig = SyntheticRegimesConfig()
 
     @field_validator("datasets")
     @classmethod
     def _non_empty(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("at least one data set is needed")
+        unknown = [d for d in v if d not in DATASET_NAMES]
+        if unknown:
+            raise ValueError(f"unknown data set(s) {unknown}; known: {list(DATASET_NAMES)}")
         if len(set(v)) != len(v):
             raise ValueError("data sets listed twice")
         return v
@@ -95,6 +114,11 @@ class RusConfig(_Strict):
     solver_tol: float = Field(1e-7, gt=0.0, le=1e-2)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch: BatchEstimatorConfig = BatchEstimatorConfig()
+    # Which windows share one RUS table (timoe.interactions.contexts): `dataset` is the paper's
+    # single table; `subject` one per training subject; `context` one per cluster of label-free
+    # window features, so a test window is assigned from its inputs alone.
+    scope: Literal["dataset", "subject", "context"] = "context"
+    n_contexts: int = Field(4, ge=1, le=64, description="clusters for scope=context")
 
     @field_validator("lags")
     @classmethod

@@ -2,7 +2,7 @@ rule prepare:
     output:
         directory("data/processed/{dataset}"),
     params:
-        reads=lambda w: PIPE.params_json("data.seed", f"data.{w.dataset}"),
+        reads=lambda w: PIPE.params_json("data.seed", f"data.{dataset_key(w.dataset)}"),
     log:
         "logs/prepare/{dataset}.log",
     shell:
