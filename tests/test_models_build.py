@@ -10,9 +10,11 @@ import torch
 
 from timoe.config import MODEL_NAMES, ModelConfig
 from timoe.models import RoutingStats, RusPrior, TimoeModel, build_model, interaction_regime_usage
+from timoe.models.prior import RegimeReader
 
-B, T, C, N_CLASSES = 3, 12, 5, 4
+B, T, C, N_CLASSES = 3, 12, 7, 4
 MODALITIES = {"acc": [0, 1, 2], "gyro": [3, 4]}
+REGIME_CHANNELS = [5, 6]  # one-hot true regime, outside every modality (read by the oracle only)
 
 
 def small_cfg(**kw: object) -> ModelConfig:
@@ -32,11 +34,13 @@ def prior() -> RusPrior:
 def make(name: str, **kw: object) -> TimoeModel:
     torch.manual_seed(0)
     return build_model(name, small_cfg(**kw), n_channels=C, n_timesteps=T, n_classes=N_CLASSES,
-                       modalities=MODALITIES, rus=prior())
+                       modalities=MODALITIES, rus=prior(), regime=RegimeReader(REGIME_CHANNELS))
 
 
 def batch() -> torch.Tensor:
-    return torch.randn(B, T, C, generator=torch.Generator().manual_seed(5))
+    x = torch.randn(B, T, C, generator=torch.Generator().manual_seed(5))
+    x[..., REGIME_CHANNELS] = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])[:, None, :]
+    return x
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -57,8 +61,10 @@ def test_shapes_gradients_determinism(name: str) -> None:
     if name == "transformer":
         assert out.aux_loss.item() == 0.0 and out.routing is None
     else:
-        router_param = {"moe": "gate.weight", "fusemoe": "centres"}.get(name, "token.weight")
-        assert grads[f"layers.0.mixer.router.{router_param}"] is not None
+        router_param = {"moe": "gate.weight", "fusemoe": "centres", "modality-moe": "gate.weight",
+                        "oracle": "regime_bias", "hash-moe": None}.get(name, "token.weight")
+        if router_param is not None:  # the hash router learns nothing
+            assert grads[f"layers.0.mixer.router.{router_param}"] is not None
         assert out.routing is not None and out.routing.usage.shape == (2, 2, 4)
         # every token makes k = 2 assignments per MoE layer
         assert out.routing.usage.sum().item() == 2 * B * len(MODALITIES) * T * 2
@@ -72,12 +78,14 @@ def test_aux_parts_per_model() -> None:
     x = batch()
     parts = {name: make(name)(x).aux_parts for name in MODEL_NAMES}
     assert parts["transformer"] == {}
-    assert set(parts["timoe"]) == {"load", "redundancy", "uniqueness", "synergy"}
+    assert set(parts["timoe"]) == {"load", "z", "redundancy", "uniqueness", "synergy"}
     assert parts["timoe"]["redundancy"].requires_grad
-    # timoe-nolosses reports the RUS terms as detached diagnostics; its total is the load term only.
+    assert not {"load", "z"} & set(parts["hash-moe"])  # nothing to balance or learn
+    # timoe-nolosses reports the RUS terms as detached diagnostics; its total is load + z only.
     nl = make("timoe-nolosses")(x)
     assert not nl.aux_parts["redundancy"].requires_grad
-    assert nl.aux_loss.item() == pytest.approx(0.02 * nl.aux_parts["load"].item(), rel=1e-5)
+    expected = 0.02 * nl.aux_parts["load"].item() + 1e-3 * nl.aux_parts["z"].item()
+    assert nl.aux_loss.item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_shuffled_model_uses_a_permuted_prior() -> None:
@@ -94,7 +102,7 @@ def test_errors() -> None:
     kw = dict(n_channels=C, n_timesteps=T, n_classes=N_CLASSES, modalities=MODALITIES)
     with pytest.raises(ValueError, match="unknown model 'bert'"):
         build_model("bert", cfg, **kw)
-    for name in ("timoe", "timoe-nolosses", "timoe-shuffled-rus"):
+    for name in ("timoe", "timoe-nolosses", "timoe-shuffled-rus", "timoe-dataset-rus"):
         with pytest.raises(ValueError, match="needs a RUS prior"):
             build_model(name, cfg, **kw)
     with pytest.raises(ValueError, match="outside"):
@@ -115,7 +123,7 @@ def test_routing_stats_merge_and_regime_usage_are_json_ready() -> None:
     assert merged.n_tokens == 2 * B * T
     assert torch.allclose(merged.prob_mean.sum(-1), torch.ones(2, 2))
     assert (merged.entropy > 0).all()
-    cfg = small_cfg().losses
+    cfg = small_cfg(losses={"tau_r": 0.1, "tau_u": 0.5, "tau_s": 0.1}).losses
     usage = interaction_regime_usage(merged, model.rus, cfg, model.modality_names)
     text = json.dumps({"stats": merged.to_dict(model.modality_names), "usage": usage})
     assert "redundancy" in text

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from timoe.models import (
+    BatchPrior,
     LaplaceRouter,
     MoELayer,
+    RoutingContext,
     RusAwareRouter,
     RusPrior,
     SoftmaxRouter,
@@ -26,6 +28,13 @@ def random_prior(m: int, t: int, seed: int = 0) -> RusPrior:
                     0.5 * (s + s.transpose(0, 1)) * off)
 
 
+def batch_context(m: int, t: int, b: int = B, seed: int = 0) -> RoutingContext:
+    """A different random prior for every window of the batch."""
+    priors = [random_prior(m, t, seed + i) for i in range(b)]
+    return RoutingContext(BatchPrior(torch.stack([p.U for p in priors]), torch.stack([p.R for p in priors]),
+                                     torch.stack([p.S for p in priors]), torch.arange(b)))
+
+
 @pytest.mark.parametrize("kind", ["softmax", "laplace", "rus"])
 def test_router_topk_and_weights(kind: str) -> None:
     torch.manual_seed(0)
@@ -34,8 +43,8 @@ def test_router_topk_and_weights(kind: str) -> None:
     elif kind == "laplace":
         router = LaplaceRouter(D, E, K)
     else:
-        router = RusAwareRouter(D, E, K, random_prior(M, T), token_dim=8, gru_dim=8, kv_dim=4)
-    out = router(torch.randn(B, M, T, D))
+        router = RusAwareRouter(D, E, K, M, token_dim=8, gru_dim=8, kv_dim=4)
+    out = router(torch.randn(B, M, T, D), batch_context(M, T))
     assert out.probs.shape == (B, M, T, E)
     assert out.topk_idx.shape == out.topk_weights.shape == (B, M, T, K)
     assert torch.allclose(out.probs.sum(-1), torch.ones(B, M, T))
@@ -63,23 +72,31 @@ def test_top1_uses_switch_gate() -> None:
 
 
 @pytest.mark.parametrize("m", [1, 2, 3])
-def test_rus_router_shared_gru_equals_general_path(m: int) -> None:
+def test_rus_router_conditions_each_window_on_its_own_prior(m: int) -> None:
     torch.manual_seed(0)
-    router = RusAwareRouter(D, E, K, random_prior(m, T), token_dim=8, gru_dim=8, kv_dim=4)
-    x = torch.randn(B, m, T, D)
-    fast = router.compute_logits(x)
-    router.share_gru = False
-    assert torch.allclose(fast, router.compute_logits(x), atol=1e-5)
+    router = RusAwareRouter(D, E, K, m, token_dim=8, gru_dim=8, kv_dim=4)
+    x = torch.randn(1, m, T, D).expand(B, m, T, D)  # the same tokens in every window
+    ctx = batch_context(m, T)
+    logits = router.compute_logits(x, ctx)
+    # each window's logits equal those computed for that window alone (no mixing across the batch)
+    for b in range(B):
+        one = [getattr(ctx.prior, k)[b:b + 1] for k in ("U", "R", "S", "context")]
+        alone = RoutingContext(BatchPrior(*one))
+        assert torch.allclose(logits[b:b + 1], router.compute_logits(x[b:b + 1], alone), atol=1e-5)
+    # identical tokens, different priors -> different routing logits: the prior is not a constant bias
+    assert not torch.allclose(logits[0], logits[1], atol=1e-4)
     # Shorter inputs use the prior's first steps; longer ones are refused.
-    assert router.compute_logits(x[:, :, :3]).shape == (B, m, 3, E)
+    assert router.compute_logits(x[:, :, :3], ctx).shape == (B, m, 3, E)
     with pytest.raises(ValueError, match="covers"):
-        router.compute_logits(torch.randn(B, m, T + 1, D))
+        router.compute_logits(torch.randn(B, m, T + 1, D), ctx)
+    with pytest.raises(ValueError, match="per-window prior"):
+        router.compute_logits(x, None)
 
 
 def naive_moe(layer: MoELayer, x: torch.Tensor) -> torch.Tensor:
     """Token-by-token reference: FFN experts on one token at a time; a synergy expert on the list
     of one sample's tokens routed to it (no padding), in token order."""
-    route = layer.router(x)
+    route = layer.router(x, None)
     b, m, t, _ = x.shape
     out = torch.zeros_like(x)
     for bi in range(b):
@@ -127,13 +144,14 @@ def test_synergy_expert_attends_within_sample_only() -> None:
 def test_moe_layer_gradients_and_determinism() -> None:
     torch.manual_seed(0)
     layer = MoELayer(D, 24, E, 2, n_heads=2, dropout=0.1,
-                     router=RusAwareRouter(D, E, K, random_prior(M, T), token_dim=8, gru_dim=8, kv_dim=4))
+                     router=RusAwareRouter(D, E, K, M, token_dim=8, gru_dim=8, kv_dim=4))
     x = torch.randn(B, M, T, D, requires_grad=True)
+    ctx = batch_context(M, T)
     torch.manual_seed(1)
-    y1 = layer(x).y
+    y1 = layer(x, ctx).y
     y1.square().mean().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
     assert layer.router.token.weight.grad is not None
     assert layer.router.gru.weight_ih_l0.grad.abs().sum() > 0
     torch.manual_seed(1)
-    assert torch.equal(layer(x).y, y1)
+    assert torch.equal(layer(x, ctx).y, y1)

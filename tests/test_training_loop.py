@@ -137,15 +137,16 @@ def test_augment_batch_parts():
     base = dict(epochs=1, batch_size=2, lr=1e-3, weight_decay=0.0, grad_clip=1.0, warmup_epochs=0, patience=1,
                 seed=0)
     only_shift = LoopSettings(**base, augment_shift=2)
-    out = augment_batch(x, only_shift, torch.Generator().manual_seed(0))
-    for b in range(2):  # a circular shift of each window: same rows, rotated in time
-        k = [s for s in range(-2, 3) if torch.equal(out[b], torch.roll(x[b], s, dims=0))]
-        assert k, "output is not a circular time shift of the input"
+    out, shifts = augment_batch(x, only_shift, torch.Generator().manual_seed(0))
+    assert shifts is not None
+    for b in range(2):  # a circular shift of each window by the returned amount
+        assert torch.equal(out[b], torch.roll(x[b], int(shifts[b]), dims=0))
     only_scale = LoopSettings(**base, augment_scale=0.2)
     ones = torch.ones(4, 5, 3)
-    scaled = augment_batch(ones, only_scale, torch.Generator().manual_seed(0))
+    scaled, no_shift = augment_batch(ones, only_scale, torch.Generator().manual_seed(0))
+    assert no_shift is None
     # one gain per (window, channel), constant over time, and not all equal to 1
     assert torch.allclose(scaled, scaled[:, :1].expand_as(scaled))
     assert not torch.allclose(scaled, ones)
-    untouched = augment_batch(x, SETTINGS, torch.Generator().manual_seed(0))
+    untouched, _ = augment_batch(x, SETTINGS, torch.Generator().manual_seed(0))
     assert torch.equal(untouched, x)

@@ -7,7 +7,7 @@ rejected with the dotted key path named, so a typo never silently falls back to 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -34,10 +34,21 @@ class _Strict(BaseModel):
 
 
 # ---------------------------------------------------------------- data
+HaptModality = Literal["acc", "body", "gravity", "gyro"]
+HAPT_MODALITIES: tuple[str, ...] = get_args(HaptModality)
+
+
 class HaptConfig(_Strict):
     window: int = Field(128, ge=8, le=2048, description="window length in samples (50 Hz)")
     stride: int = Field(64, ge=1, le=2048)
     classes: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
+    # acc / gyro: the raw signals; body / gravity: the accelerometer split at gravity_cutoff_hz
+    # (timoe.data.hapt). Each is 3 channels (x, y, z), in the order listed.
+    modalities: list[HaptModality] = Field(default_factory=lambda: ["acc", "gyro"])
+    gravity_cutoff_hz: float = Field(0.3, gt=0.0, lt=20.0, description="low-pass that gives gravity")
+    # segments: windows inside one label segment (one label per window); continuous: windows cut
+    # across label changes, labelled by their last step
+    windows: Literal["segments", "continuous"] = "segments"
     test_subjects: list[int] = Field(default_factory=lambda: [2, 4, 9, 10, 12, 13, 18, 20, 24])
     val_subjects: list[int] = Field(default_factory=lambda: [1, 19, 29])
     subjects: list[int] | None = Field(None, description="restrict to these subjects (smoke runs)")
@@ -47,6 +58,13 @@ class HaptConfig(_Strict):
     def _classes_in_range(cls, v: list[int]) -> list[int]:
         if not v or any(c < 1 or c > 12 for c in v):
             raise ValueError("HAPT classes must be a non-empty list of labels in 1..12")
+        return v
+
+    @field_validator("modalities")
+    @classmethod
+    def _modalities(cls, v: list[str]) -> list[str]:
+        if len(v) < 2 or len(set(v)) != len(v):
+            raise ValueError(f"need at least two distinct HAPT modalities of {list(HAPT_MODALITIES)}")
         return v
 
     @model_validator(mode="after")
@@ -63,9 +81,74 @@ class BasicMotionsConfig(_Strict):
 
 
 class SyntheticRegimesConfig(_Strict):
-    """The synthetic regime benchmark (timoe.data.synthetic_regimes): knobs of the generator."""
+    """The synthetic regime benchmark (timoe.data.synthetic_regimes): knobs of the generator.
+
+    A regime is a string of one or two `+`-joined terms, each `kind(modalities)` with kind
+    unique (one modality), redundant, xor or and (two distinct modalities), modality names
+    m0..m{n_modalities-1}; each term gives one bit of the label (two terms: 4 classes).
+    """
 
     seed: int = Field(0, ge=0, le=2**32 - 1)
+    n_train: int = Field(3000, ge=10, le=1_000_000, description="training windows")
+    n_val: int = Field(1000, ge=10, le=1_000_000)
+    n_test: int = Field(1000, ge=10, le=1_000_000)
+    windows_per_subject: int = Field(50, ge=1, le=100_000, description="windows of one synthetic subject")
+    window: int = Field(64, ge=8, le=2048, description="steps per window")
+    n_modalities: int = Field(3, ge=2, le=4)
+    hold: int = Field(16, ge=1, le=2048, description="steps each latent bit is held; 1: i.i.d. steps")
+    signal_channels: int = Field(2, ge=2, le=4, description="channels carrying a modality's bit")
+    regimes: list[str] = Field(
+        default_factory=lambda: ["unique(m0)", "redundant(m1,m2)", "xor(m0,m1)", "unique(m2)+xor(m0,m1)"])
+    lags: list[int] = Field(default_factory=lambda: [1, 2, 3, 1], description="lag of each regime, in steps")
+    mix: list[float] | None = Field(None, description="relative share of each regime; None: equal")
+    noise: float = Field(0.3, ge=0.0, le=10.0, description="Gaussian noise std on the signal channels")
+    distractor: float = Field(1.0, ge=0.0, le=10.0, description="amplitude of the distractor channels")
+    context_strength: float = Field(1.0, gt=0.0, le=10.0, description="regime offset/scale of the context")
+    truth_lags: list[int] = Field(default_factory=lambda: [0, 1, 2, 4, 8, 16],
+                                  description="lags of the ground-truth table (the regime lags are added)")
+
+    def parsed_regimes(self) -> list[list[tuple[str, tuple[int, ...]]]]:
+        """Each regime as its terms [(kind, modality indices)], e.g. [("xor", (0, 1))]."""
+        import re  # local: the only regex in the schema
+
+        kinds = {"unique": 1, "redundant": 2, "xor": 2, "and": 2}  # kind -> number of modalities
+        out = []
+        for spec in self.regimes:
+            terms = []
+            for term in spec.replace(" ", "").split("+"):
+                match = re.fullmatch(r"([a-z]+)\(([^()]*)\)", term)
+                if match is None or match.group(1) not in kinds:
+                    raise ValueError(f"regime {spec!r}: term {term!r} is not kind(m<i>,...) with kind "
+                                     f"in {sorted(kinds)}")
+                kind, names = match.group(1), match.group(2).split(",")
+                if any(re.fullmatch(r"m\d+", n) is None or int(n[1:]) >= self.n_modalities for n in names):
+                    raise ValueError(f"regime {spec!r}: modalities {names} are not among "
+                                     f"m0..m{self.n_modalities - 1}")
+                mods = tuple(int(n[1:]) for n in names)
+                if len(mods) != kinds[kind] or len(set(mods)) != len(mods):
+                    raise ValueError(f"regime {spec!r}: {kind} needs {kinds[kind]} distinct modalities")
+                terms.append((kind, mods))
+            if len(terms) > 2:
+                raise ValueError(f"regime {spec!r}: at most two terms (label bits)")
+            out.append(terms)
+        return out
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SyntheticRegimesConfig:
+        if not self.regimes:
+            raise ValueError("at least one regime is needed")
+        self.parsed_regimes()
+        if len(self.lags) != len(self.regimes):
+            raise ValueError(f"{len(self.lags)} lags for {len(self.regimes)} regimes")
+        bad = [k for k in [*self.lags, *self.truth_lags] if k < 0 or k >= self.window]
+        if bad:
+            raise ValueError(f"lags {bad} outside 0..window-1 ({self.window - 1})")
+        if len(set(zip(self.regimes, self.lags, strict=True))) != len(self.regimes):
+            raise ValueError("a regime (with its lag) is listed twice")
+        if self.mix is not None and (len(self.mix) != len(self.regimes) or min(self.mix) < 0
+                                     or sum(self.mix) <= 0):
+            raise ValueError("mix needs one non-negative share per regime, not all zero")
+        return self
 
 
 class DataConfig(_Strict):
@@ -119,6 +202,14 @@ class RusConfig(_Strict):
     # window features, so a test window is assigned from its inputs alone.
     scope: Literal["dataset", "subject", "context"] = "context"
     n_contexts: int = Field(4, ge=1, le=64, description="clusters for scope=context")
+    min_context_windows: int = Field(
+        50, ge=1, description="scope=context: K is reduced until every cluster keeps this many training "
+        "windows; scope=subject: a smaller training subject is an error"
+    )
+    min_context_samples: int = Field(
+        1000, ge=1,
+        description="fewest (X1, X2, Y) samples a context's RUS at one lag may rest on; fewer is an error",
+    )
 
     @field_validator("lags")
     @classmethod
@@ -136,13 +227,35 @@ class RouterConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    tau_r: float = Field(0.1, ge=0.0)
-    tau_u: float = Field(0.5, ge=0.0)
-    tau_s: float = Field(0.1, ge=0.0)
-    lambda_r: float = Field(1.0, ge=0.0)
-    lambda_u: float = Field(1.0, ge=0.0)
-    lambda_s: float = Field(1.0, ge=0.0)
-    lambda_load: float = Field(0.02, ge=0.0)
+    """Auxiliary routing losses (timoe.models.losses). Defaults, and why:
+
+    - relative: thresholds on R, U, S as fractions of the pair's total I(X1,X2;Y) (the authors'
+      later code does the same), so the estimator's scale in bits does not decide which losses act.
+    - tau_*: on HAPT's training split R, U_acc, U_gyro, S are about 0.19, 0.45, 0.32, 0.04 of the
+      total at the dataset level and spread widely across contexts; 0.2 / 0.25 / 0.2 put the cut
+      inside that spread rather than above or below every cell.
+    - weighting soft: a cell's weight rises smoothly around tau (width soft_width), so a context
+      near the cut does not flip a loss on or off.
+    - probs tempered at temperature 1: the interaction losses see standardised logits, so a router
+      cannot satisfy them by flattening its logits (method.md section 5).
+    - lambda_r/u/s 0.3: timoe's JSD (of the probabilities themselves) is 19-64x the reference's,
+      whose PAMAP2 lambda = 10 is about 0.2-0.5 here.
+    - lambda_z 1e-3: ST-MoE's router z-loss default.
+    """
+
+    relative: bool = True
+    tau_r: float = Field(0.2, ge=0.0)
+    tau_u: float = Field(0.25, ge=0.0)
+    tau_s: float = Field(0.2, ge=0.0)
+    weighting: Literal["hard", "soft"] = "soft"
+    soft_width: float = Field(0.05, gt=0.0, le=10.0)
+    probs: Literal["router", "tempered"] = "tempered"
+    temperature: float = Field(1.0, gt=0.0, le=100.0)
+    lambda_r: float = Field(0.3, ge=0.0, allow_inf_nan=False)
+    lambda_u: float = Field(0.3, ge=0.0, allow_inf_nan=False)
+    lambda_s: float = Field(0.3, ge=0.0, allow_inf_nan=False)
+    lambda_load: float = Field(0.02, ge=0.0, allow_inf_nan=False)
+    lambda_z: float = Field(1e-3, ge=0.0, allow_inf_nan=False)
 
 
 class ModelConfig(_Strict):
@@ -158,8 +271,9 @@ class ModelConfig(_Strict):
     n_synergy_experts: int = Field(2, ge=0, le=256)
     top_k: int = Field(2, ge=1, le=256)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    rus_mapping: Literal["hold", "interp", "segments"] = Field(
-        "hold", description="how RUS over lags become per-step priors (see timoe.models.rus)"
+    rus_mapping: Literal["hold", "interp", "segments", "end"] = Field(
+        "end", description="how RUS over lags become per-step priors (see timoe.models.rus); 'end' for "
+        "one label per window at its last step"
     )
     router: RouterConfig = RouterConfig()
     losses: LossConfig = LossConfig()

@@ -12,8 +12,12 @@ from timoe.models.losses import (
 )
 from timoe.models.model import MODEL_SPECS, SHUFFLE_SEED, ModelOutput, TimoeModel, build_model
 from timoe.models.moe import MoELayer, MoEOutput, SynergyExpert
+from timoe.models.prior import BatchPrior, PriorProvider, RoutingContext
 from timoe.models.routers import (
+    HashRouter,
     LaplaceRouter,
+    ModalityRouter,
+    OracleRouter,
     Router,
     RouterOutput,
     RusAwareRouter,
@@ -27,12 +31,18 @@ __all__ = [
     "LOSS_TERMS",
     "MODEL_SPECS",
     "SHUFFLE_SEED",
+    "BatchPrior",
+    "HashRouter",
     "LaplaceRouter",
     "MoELayer",
     "MoEOutput",
+    "ModalityRouter",
     "ModelOutput",
+    "OracleRouter",
+    "PriorProvider",
     "Router",
     "RouterOutput",
+    "RoutingContext",
     "RoutingStats",
     "RusAwareRouter",
     "RusPrior",

@@ -1,10 +1,21 @@
-"""Auxiliary routing losses (method.md section 3).
+"""Auxiliary routing losses (method.md section 3), with per-window interaction masks.
 
-All take the router's full softmax probs [B, M, T, E]. Each term function returns its unweighted
-value; `aux_losses` averages each term over MoE layers and returns (weighted total, parts) with
-total = sum over active terms of lambda_term * part. JSD is in nats and is taken of the router
-probabilities themselves (the reference code passes log_softmax of probabilities, i.e. of
-already-normalised values, which is a different and wrong quantity).
+The RUS terms take router probabilities [B, M, T, E] and a prior whose tables are either shared,
+R [M, M, T], or per window, R [B, M, M, T] (a BatchPrior); masks broadcast over the batch, so a
+loss acts on exactly the windows whose context shows the interaction. Each term function returns
+its unweighted value; `aux_losses` averages each term over MoE layers and returns
+(weighted total, parts). JSD is in nats, of the probabilities themselves (the reference code
+passes log_softmax of probabilities, a different and wrong quantity).
+
+Which cells a term acts on: `weighting: hard` keeps the cells whose value exceeds tau (the
+paper); `soft` weighs every cell by sigmoid((value - tau) / soft_width), so a loss does not jump
+on or off at an arbitrary cut. With `relative: true` the prior holds fractions of each pair's
+total I(X1, X2; Y) and tau is a fraction too.
+
+Which probabilities: `probs: router` uses the router's softmax; `tempered` the softmax of the
+per-token standardised logits at a fixed temperature. The latter cannot be met by flattening the
+logits (a uniform router has JSD 0 between every pair, so L_R alone would reward ignoring the
+token): its sharpness is fixed, and only where experts rank is left to the router.
 
 Pairs are unordered (m1 < m2); since R, S are symmetric this equals the mean over ordered pairs.
 A term whose mask selects nothing is 0.
@@ -18,16 +29,16 @@ import torch
 from torch import Tensor
 
 from timoe.config import LossConfig
+from timoe.models.prior import BatchPrior
 from timoe.models.routers import RouterOutput
-from timoe.models.rus import RusPrior
 
-LOSS_TERMS = ("load", "redundancy", "uniqueness", "synergy")
+LOSS_TERMS = ("load", "z", "redundancy", "uniqueness", "synergy")
 _EPS = 1e-8
 
 
 def loss_weights(cfg: LossConfig) -> dict[str, float]:
-    return {"load": cfg.lambda_load, "redundancy": cfg.lambda_r, "uniqueness": cfg.lambda_u,
-            "synergy": cfg.lambda_s}
+    return {"load": cfg.lambda_load, "z": cfg.lambda_z, "redundancy": cfg.lambda_r,
+            "uniqueness": cfg.lambda_u, "synergy": cfg.lambda_s}
 
 
 def jsd(p: Tensor, q: Tensor) -> Tensor:
@@ -45,93 +56,130 @@ def _pair_index(m: int, device: torch.device) -> tuple[Tensor, Tensor]:
     return i, j
 
 
-def _masked_pair_jsd(probs: Tensor, mask: Tensor, i: Tensor, j: Tensor) -> Tensor:
-    """probs [B, M, T, E], mask [P, T] over pairs (i[p], j[p]) -> mean JSD over (b, masked p, t)."""
-    if not bool(mask.any()):
+def cell_weights(values: Tensor, tau: float, soft_width: float | None = None) -> Tensor:
+    """Weights of the cells a term acts on: values > tau (hard, soft_width None) or
+    sigmoid((values - tau) / soft_width) (soft). Same shape as values."""
+    if soft_width is None:
+        return (values > tau).to(values.dtype)
+    return torch.sigmoid((values - tau) / soft_width)
+
+
+def _weighted_mean(term: Tensor, w: Tensor) -> Tensor:
+    """sum(w * term) / sum(w), 0 when nothing is selected; term and w broadcast to [B, P, T]."""
+    term, w = torch.broadcast_tensors(term, w)
+    total = w.sum()
+    if float(total) < 1e-6:
+        return term.new_zeros(())
+    return (w * term).sum() / total
+
+
+def _pair_values(x: Tensor, i: Tensor, j: Tensor, t: int) -> Tensor:
+    """R or S [M, M, T'] or [B, M, M, T'] -> per-pair values [P, t] or [B, P, t]."""
+    return x[..., i, j, :t]
+
+
+def redundancy_loss(probs: Tensor, R: Tensor, tau: float, soft_width: float | None = None) -> Tensor:
+    """Weighted mean JSD over (b, m1<m2, t) of the cells with R > tau. R [M, M, >=T] or [B, M, M, >=T]."""
+    t = probs.shape[2]
+    i, j = _pair_index(probs.shape[1], probs.device)
+    w = cell_weights(_pair_values(R, i, j, t), tau, soft_width)
+    return _weighted_mean(jsd(probs[:, i], probs[:, j]), w)
+
+
+def uniqueness_loss(probs: Tensor, U: Tensor, tau: float, soft_width: float | None = None) -> Tensor:
+    """Minus the weighted mean JSD over (b, m1<m2, t) where U[m1, t] > tau and U[m2, t] > tau.
+    U [M, >=T] or [B, M, >=T]."""
+    t = probs.shape[2]
+    i, j = _pair_index(probs.shape[1], probs.device)
+    w = cell_weights(U[..., i, :t], tau, soft_width) * cell_weights(U[..., j, :t], tau, soft_width)
+    return -_weighted_mean(jsd(probs[:, i], probs[:, j]), w)
+
+
+def synergy_loss(probs: Tensor, S: Tensor, tau: float, n_synergy: int,
+                 soft_width: float | None = None) -> Tensor:
+    """Weighted mean over (b, m1<m2, t) with S > tau of 1 - (P_syn(m1, t) + P_syn(m2, t)) / 2,
+    P_syn = router mass on the first n_synergy experts. S [M, M, >=T] or [B, M, M, >=T]."""
+    t = probs.shape[2]
+    i, j = _pair_index(probs.shape[1], probs.device)
+    if n_synergy == 0:
         return probs.new_zeros(())
-    p = probs[:, i][:, mask]  # [B, n, E]
-    q = probs[:, j][:, mask]
-    return jsd(p, q).mean()
-
-
-def redundancy_loss(probs: Tensor, R: Tensor, tau: float) -> Tensor:
-    """Mean JSD over (b, m1<m2, t) with R[m1, m2, t] > tau. R [M, M, >=T]."""
-    t = probs.shape[2]
-    i, j = _pair_index(probs.shape[1], probs.device)
-    return _masked_pair_jsd(probs, R[i, j, :t] > tau, i, j)
-
-
-def uniqueness_loss(probs: Tensor, U: Tensor, tau: float) -> Tensor:
-    """Minus the mean JSD over (b, m1<m2, t) with U[m1, t] > tau and U[m2, t] > tau. U [M, >=T]."""
-    t = probs.shape[2]
-    i, j = _pair_index(probs.shape[1], probs.device)
-    return -_masked_pair_jsd(probs, (U[i, :t] > tau) & (U[j, :t] > tau), i, j)
-
-
-def synergy_loss(probs: Tensor, S: Tensor, tau: float, n_synergy: int) -> Tensor:
-    """Mean over (b, m1<m2, t) with S > tau of 1 - (P_syn(m1, t) + P_syn(m2, t)) / 2,
-    P_syn = router mass on the first n_synergy experts."""
-    t = probs.shape[2]
-    i, j = _pair_index(probs.shape[1], probs.device)
-    mask = S[i, j, :t] > tau  # [P, T]
-    if n_synergy == 0 or not bool(mask.any()):
-        return probs.new_zeros(())
+    w = cell_weights(_pair_values(S, i, j, t), tau, soft_width)
     p_syn = probs[..., :n_synergy].sum(-1)  # [B, M, T]
-    both = 0.5 * (p_syn[:, i][:, mask] + p_syn[:, j][:, mask])  # [B, n]
-    return (1.0 - both).mean()
+    return _weighted_mean(1.0 - 0.5 * (p_syn[:, i] + p_syn[:, j]), w)
 
 
 def load_balance_loss(probs: Tensor, topk_idx: Tensor) -> Tensor:
-    """Switch balance E * sum_e f_e P_e: f_e = share of the N*k assignments that went to e,
-    P_e = mean router probability of e. Equals 1 under perfectly uniform routing."""
+    """Switch balance E * sum_e f_e P_e with f_e = share of the N tokens whose top-k includes e
+    (as Switch and the common top-k implementations count it: sum_e f_e = k) and P_e the mean
+    router probability of e. Equals k under perfectly uniform routing."""
     n_experts = probs.shape[-1]
-    f = torch.bincount(topk_idx.reshape(-1), minlength=n_experts).to(probs.dtype) / topk_idx.numel()
+    n_tokens = topk_idx.numel() // topk_idx.shape[-1]
+    f = torch.bincount(topk_idx.reshape(-1), minlength=n_experts).to(probs.dtype) / n_tokens
     p = probs.reshape(-1, n_experts).mean(0)
     return n_experts * (f * p).sum()
 
 
-def layer_parts(route: RouterOutput, rus: RusPrior | None, cfg: LossConfig, n_synergy: int,
+def z_loss(logits: Tensor) -> Tensor:
+    """ST-MoE router z-loss: mean over tokens of logsumexp(logits)^2 (keeps logits from growing)."""
+    return torch.logsumexp(logits.float(), dim=-1).square().mean()
+
+
+def tempered_probs(logits: Tensor, temperature: float) -> Tensor:
+    """softmax(standardise(logits) / temperature) over experts [..., E]: fixed sharpness per token."""
+    z = (logits - logits.mean(-1, keepdim=True)) / logits.std(-1, keepdim=True).clamp_min(1e-4)
+    return torch.softmax(z / temperature, dim=-1)
+
+
+def _loss_probs(route: RouterOutput, cfg: LossConfig) -> Tensor:
+    return tempered_probs(route.logits, cfg.temperature) if cfg.probs == "tempered" else route.probs
+
+
+def layer_parts(route: RouterOutput, prior: BatchPrior | None, cfg: LossConfig, n_synergy: int,
                 terms: Iterable[str]) -> dict[str, Tensor]:
-    """Unweighted loss terms of one MoE layer. The RUS terms need the prior (buffers on the
-    probabilities' device)."""
+    """Unweighted loss terms of one MoE layer. The RUS terms need the prior."""
     parts: dict[str, Tensor] = {}
+    width = cfg.soft_width if cfg.weighting == "soft" else None
+    probs = None
     for term in terms:
         if term == "load":
             parts[term] = load_balance_loss(route.probs, route.topk_idx)
             continue
-        if rus is None:
+        if term == "z":
+            parts[term] = z_loss(route.logits)
+            continue
+        if prior is None:
             raise ValueError(f"loss term {term!r} needs a RUS prior")
-        dev = route.probs.device
+        probs = _loss_probs(route, cfg) if probs is None else probs
         if term == "redundancy":
-            parts[term] = redundancy_loss(route.probs, rus.R.to(dev), cfg.tau_r)
+            parts[term] = redundancy_loss(probs, prior.R, cfg.tau_r, width)
         elif term == "uniqueness":
-            parts[term] = uniqueness_loss(route.probs, rus.U.to(dev), cfg.tau_u)
+            parts[term] = uniqueness_loss(probs, prior.U, cfg.tau_u, width)
         elif term == "synergy":
-            parts[term] = synergy_loss(route.probs, rus.S.to(dev), cfg.tau_s, n_synergy)
+            parts[term] = synergy_loss(probs, prior.S, cfg.tau_s, n_synergy, width)
         else:
             raise ValueError(f"unknown loss term {term!r}; known: {list(LOSS_TERMS)}")
     return parts
 
 
-def aux_losses(routes: Sequence[RouterOutput], rus: RusPrior | None, cfg: LossConfig, n_synergy: int,
+def aux_losses(routes: Sequence[RouterOutput], prior: BatchPrior | None, cfg: LossConfig, n_synergy: int,
                active: Iterable[str], diagnostic: Iterable[str] = ()) -> tuple[Tensor, dict[str, Tensor]]:
     """Average each term over MoE layers; total = sum_{active} lambda * part.
 
     `diagnostic` terms are computed without gradient and reported in parts only (e.g. the RUS
     terms of a model not trained on them, to compare routing across models); they do not enter
-    the total. Returns (total scalar, parts).
+    the total. A term whose lambda is 0 is not computed. Returns (total scalar, parts).
     """
-    active = [t for t in LOSS_TERMS if t in set(active)]
+    weights = loss_weights(cfg)
+    active = [t for t in LOSS_TERMS if t in set(active) and weights[t] > 0]
     diagnostic = [t for t in LOSS_TERMS if t in set(diagnostic) and t not in active]
     if not routes:
         return torch.zeros(()), {}
-    per_layer = [layer_parts(r, rus, cfg, n_synergy, active) for r in routes]
+    per_layer = [layer_parts(r, prior, cfg, n_synergy, active) for r in routes]
     parts = {t: torch.stack([p[t] for p in per_layer]).mean() for t in active}
     if diagnostic:
         with torch.no_grad():
-            diag = [layer_parts(r, rus, cfg, n_synergy, diagnostic) for r in routes]
+            diag = [layer_parts(r, prior, cfg, n_synergy, diagnostic) for r in routes]
             parts.update({t: torch.stack([p[t] for p in diag]).mean() for t in diagnostic})
-    weights = loss_weights(cfg)
     total = routes[0].probs.new_zeros(())
     for t in active:
         total = total + weights[t] * parts[t]

@@ -29,31 +29,53 @@ from timoe.config import ModelConfig
 from timoe.models.layers import FeedForward, ModalityEncoder, transformer_block
 from timoe.models.losses import aux_losses
 from timoe.models.moe import MoELayer
-from timoe.models.routers import LaplaceRouter, Router, RouterOutput, RusAwareRouter, SoftmaxRouter
+from timoe.models.prior import PriorProvider, RegimeReader, RoutingContext
+from timoe.models.routers import (
+    HashRouter,
+    LaplaceRouter,
+    ModalityRouter,
+    OracleRouter,
+    Router,
+    RouterOutput,
+    RusAwareRouter,
+    SoftmaxRouter,
+)
 from timoe.models.rus import RusPrior
 from timoe.models.stats import RoutingStats
 
 SHUFFLE_SEED = 0  # fixed generator seed of the shuffled-RUS ablation, so its prior is reproducible
+HASH_SEED = 0  # fixed draw of the hash router's table: the same for every seed, like a hash function
 RUS_TERMS = frozenset({"redundancy", "uniqueness", "synergy"})
+GATE_TERMS = frozenset({"load", "z"})
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    router: str  # "dense", "softmax", "laplace", "rus"
+    """router: "dense", "softmax", "laplace", "modality", "hash", "oracle" or "rus".
+    prior: which quantify table a RUS model reads ("context": the per-context bank of rus.scope;
+    "dataset": the single dataset-level table). needs_regime: reads the true regime channels."""
+
+    router: str
     losses: frozenset[str] = frozenset()
     needs_rus: bool = False
     shuffle_rus: bool = False
+    prior: str = "context"
+    needs_regime: bool = False
 
 
-# timoe-nolosses keeps the load-balance loss: every MoE model then trains under the same balance
-# pressure, and the ablation isolates the R/U/S losses rather than also removing balancing.
+# Every learned gate trains under the same balance and z-loss pressure, so the ablations isolate
+# the R/U/S losses (timoe-nolosses) or the prior (shuffled, dataset-level) and nothing else.
 MODEL_SPECS: dict[str, ModelSpec] = {
     "transformer": ModelSpec("dense"),
-    "moe": ModelSpec("softmax", frozenset({"load"})),
-    "fusemoe": ModelSpec("laplace", frozenset({"load"})),
-    "timoe": ModelSpec("rus", frozenset({"load"}) | RUS_TERMS, needs_rus=True),
-    "timoe-nolosses": ModelSpec("rus", frozenset({"load"}), needs_rus=True),
-    "timoe-shuffled-rus": ModelSpec("rus", frozenset({"load"}) | RUS_TERMS, needs_rus=True, shuffle_rus=True),
+    "moe": ModelSpec("softmax", GATE_TERMS),
+    "fusemoe": ModelSpec("laplace", GATE_TERMS),
+    "modality-moe": ModelSpec("modality", GATE_TERMS),
+    "hash-moe": ModelSpec("hash"),
+    "timoe": ModelSpec("rus", GATE_TERMS | RUS_TERMS, needs_rus=True),
+    "timoe-nolosses": ModelSpec("rus", GATE_TERMS, needs_rus=True),
+    "timoe-shuffled-rus": ModelSpec("rus", GATE_TERMS | RUS_TERMS, needs_rus=True, shuffle_rus=True),
+    "timoe-dataset-rus": ModelSpec("rus", GATE_TERMS | RUS_TERMS, needs_rus=True, prior="dataset"),
+    "oracle": ModelSpec("oracle", GATE_TERMS, needs_regime=True),
 }
 
 
@@ -61,12 +83,15 @@ MODEL_SPECS: dict[str, ModelSpec] = {
 class ModelOutput:
     """logits [B, n_classes]; aux_loss scalar (weighted sum of the active auxiliary losses, 0 for
     the dense model); aux_parts unweighted terms averaged over MoE layers (RUS terms the model is
-    not trained on appear detached, as diagnostics, when a prior was given); routing stats."""
+    not trained on appear detached, as diagnostics, when a prior was given); routing stats; routes
+    (one RouterOutput per MoE layer, for diagnostics) and the routing context used."""
 
     logits: Tensor
     aux_loss: Tensor
     aux_parts: dict[str, Tensor] = field(default_factory=dict)
     routing: RoutingStats | None = None
+    routes: list[RouterOutput] = field(default_factory=list)
+    context: RoutingContext | None = None
 
 
 class FusionLayer(nn.Module):
@@ -82,7 +107,7 @@ class FusionLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.mixer = mixer
 
-    def forward(self, h: Tensor) -> tuple[Tensor, RouterOutput | None]:
+    def forward(self, h: Tensor, context: RoutingContext | None = None) -> tuple[Tensor, RouterOutput | None]:
         """h [B, M, T, d] -> ([B, M, T, d], route or None)."""
         attended = []
         for m, attn in enumerate(self.attn):
@@ -90,7 +115,7 @@ class FusionLayer(nn.Module):
             attended.append(self.norm1(x + self.drop(attn(x, x, x, need_weights=False)[0])))
         a = torch.stack(attended, dim=1)
         if isinstance(self.mixer, MoELayer):
-            out = self.mixer(a)
+            out = self.mixer(a, context)
             mixed, route = out.y, out.route
         else:
             mixed, route = self.mixer(a), None
@@ -98,16 +123,22 @@ class FusionLayer(nn.Module):
 
 
 class TimoeModel(nn.Module):
-    """Multimodal classifier; forward(x [B, T, C]) -> ModelOutput. See the module docstring."""
+    """Multimodal classifier; forward(x [B, T, C]) -> ModelOutput. See the module docstring.
+
+    `provider` holds the per-context RUS bank (RUS models); `regime` reads the true regime
+    (oracle). Both act on the raw windows, which a patching wrapper passes as `raw`."""
 
     def __init__(self, name: str, cfg: ModelConfig, *, n_channels: int, n_timesteps: int, n_classes: int,
-                 modalities: dict[str, list[int]], rus: RusPrior | None = None) -> None:
+                 modalities: dict[str, list[int]], provider: PriorProvider | None = None,
+                 regime: RegimeReader | None = None) -> None:
         super().__init__()
         if name not in MODEL_SPECS:
             raise ValueError(f"unknown model {name!r}; known: {list(MODEL_SPECS)}")
         spec = MODEL_SPECS[name]
-        if spec.needs_rus and rus is None:
+        if spec.needs_rus and provider is None:
             raise ValueError(f"model {name!r} needs a RUS prior (rus=RusPrior...), none was given")
+        if spec.needs_regime and regime is None:
+            raise ValueError(f"model {name!r} needs the true regime channels, which this data set lacks")
         self.name = name
         self.spec = spec
         self.cfg = cfg
@@ -122,13 +153,8 @@ class TimoeModel(nn.Module):
             ModalityEncoder(len(idx), d, cfg.n_heads, cfg.d_ff, cfg.encoder_layers, cfg.dropout, n_timesteps)
             for idx in modalities.values()
         )
-        if rus is not None:
-            # Buffers: they follow .to(device) and are saved with the weights (the checkpoint then
-            # records the train-split prior the model saw).
-            self.register_buffer("rus_U", rus.U.clone())
-            self.register_buffer("rus_R", rus.R.clone())
-            self.register_buffer("rus_S", rus.S.clone())
-        self.has_rus = rus is not None
+        self.provider = provider
+        self.regime = regime
         self.moe_positions = sorted(set(cfg.moe_layers))
         layers: list[nn.Module] = []
         for pos in range(cfg.n_layers):
@@ -136,9 +162,8 @@ class TimoeModel(nn.Module):
                 if spec.router == "dense":
                     mixer: MoELayer | FeedForward = FeedForward(d, cfg.d_ff, cfg.dropout)
                 else:
-                    router = self._router(spec.router, rus)
                     mixer = MoELayer(d, cfg.d_ff, cfg.n_experts, cfg.n_synergy_experts, cfg.n_heads,
-                                     cfg.dropout, router)
+                                     cfg.dropout, self._router(spec.router, m))
                 layers.append(FusionLayer(d, cfg.n_heads, m, cfg.dropout, mixer))
             else:
                 layers.append(transformer_block(d, cfg.n_heads, cfg.d_ff, cfg.dropout))
@@ -146,55 +171,79 @@ class TimoeModel(nn.Module):
         self.head_norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, n_classes)
 
-    def _router(self, kind: str, rus: RusPrior | None) -> Router:
+    def _router(self, kind: str, n_modalities: int) -> Router:
         cfg = self.cfg
+        e, k = cfg.n_experts, cfg.top_k
         if kind == "softmax":
-            return SoftmaxRouter(cfg.d_model, cfg.n_experts, cfg.top_k)
+            return SoftmaxRouter(cfg.d_model, e, k)
         if kind == "laplace":
-            return LaplaceRouter(cfg.d_model, cfg.n_experts, cfg.top_k)
+            return LaplaceRouter(cfg.d_model, e, k)
+        if kind == "modality":
+            return ModalityRouter(cfg.d_model, e, k, n_modalities, cfg.n_synergy_experts)
+        if kind == "hash":
+            return HashRouter(cfg.d_model, e, k, n_modalities, self.n_timesteps, seed=HASH_SEED)
+        if kind == "oracle":
+            assert self.regime is not None  # checked in __init__
+            return OracleRouter(cfg.d_model, e, k, n_modalities, self.regime.n_regimes)
         if kind == "rus":
-            assert rus is not None  # build_model checks
             r = cfg.router
-            return RusAwareRouter(cfg.d_model, cfg.n_experts, cfg.top_k, rus, token_dim=r.token_dim,
-                                  gru_dim=r.gru_dim, kv_dim=r.kv_dim)
+            return RusAwareRouter(cfg.d_model, e, k, n_modalities, token_dim=r.token_dim, gru_dim=r.gru_dim,
+                                  kv_dim=r.kv_dim)
         raise ValueError(f"unknown router kind {kind!r}")
 
     @property
-    def rus(self) -> RusPrior | None:
-        """The prior the model uses (after shuffling, for the shuffled ablation)."""
-        if not self.has_rus:
-            return None
-        return RusPrior(self.rus_U, self.rus_R, self.rus_S, tuple(self.modality_names))
+    def has_rus(self) -> bool:
+        return self.provider is not None
 
-    def forward(self, x: Tensor) -> ModelOutput:
-        """x [B, T, C] -> ModelOutput (logits [B, n_classes])."""
+    @property
+    def rus(self) -> RusPrior | None:
+        """The single prior of a one-context model (after shuffling, for the shuffled ablation), at
+        the provider's step resolution; None without a prior or with several contexts."""
+        if self.provider is None or self.provider.n_contexts != 1:
+            return None
+        pv = self.provider
+        return RusPrior(pv.bank_U[0], pv.bank_R[0], pv.bank_S[0], tuple(self.modality_names))
+
+    def routing_context(self, x: Tensor, raw: Tensor | None, shift: Tensor | None) -> RoutingContext:
+        """The per-window prior and regime of a batch (x [B, T, C] model input, raw [B, Tr, Cr])."""
+        source = x if raw is None else raw
+        prior = self.provider(raw, x.shape[0], shift) if self.provider is not None else None
+        regime = self.regime(source) if self.regime is not None else None
+        return RoutingContext(prior, regime)
+
+    def forward(self, x: Tensor, *, raw: Tensor | None = None, shift: Tensor | None = None) -> ModelOutput:
+        """x [B, T, C] -> ModelOutput (logits [B, n_classes]). raw [B, Tr, Cr]: the unpatched
+        windows (context assignment, regime); shift [B]: the augmentation's time shift in raw steps."""
         if x.dim() != 3 or x.shape[-1] != self.n_channels:
             raise ValueError(f"expected input [B, T, {self.n_channels}], got {tuple(x.shape)}")
+        context = self.routing_context(x, raw, shift)
         h = torch.stack([enc(x.index_select(-1, getattr(self, f"channels_{k}")))
                          for k, enc in enumerate(self.encoders)], dim=1)  # [B, M, T, d]
         b, m, t, d = h.shape
         routes: list[RouterOutput] = []
         for layer in self.layers:
             if isinstance(layer, FusionLayer):
-                h, route = layer(h)
+                h, route = layer(h, context)
                 if route is not None:
                     routes.append(route)
             else:
                 h = layer(h.reshape(b * m, t, d)).view(b, m, t, d)
         logits = self.head(self.head_norm(h).mean(dim=(1, 2)))
         if not routes:
-            return ModelOutput(logits, logits.new_zeros(()), {}, None)
-        diagnostic = RUS_TERMS if self.has_rus else frozenset()
-        aux, parts = aux_losses(routes, self.rus, self.cfg.losses, self.n_synergy, self.spec.losses,
+            return ModelOutput(logits, logits.new_zeros(()), {}, None, [], context)
+        diagnostic = RUS_TERMS if context.prior is not None else frozenset()
+        aux, parts = aux_losses(routes, context.prior, self.cfg.losses, self.n_synergy, self.spec.losses,
                                 diagnostic)
         stats = RoutingStats.from_routes(self.moe_positions, routes, self.n_synergy)
-        return ModelOutput(logits, aux, parts, stats)
+        return ModelOutput(logits, aux, parts, stats, routes, context)
 
 
 def build_model(name: str, cfg: ModelConfig, *, n_channels: int, n_timesteps: int, n_classes: int,
-                modalities: dict[str, list[int]], rus: RusPrior | None = None) -> TimoeModel:
-    """Build a model by name (config.MODEL_NAMES). RUS models need `rus` (train-split prior, its
-    modalities in the order of `modalities`); other models use it only for diagnostic loss parts."""
+                modalities: dict[str, list[int]], rus: RusPrior | PriorProvider | None = None,
+                regime: RegimeReader | None = None) -> TimoeModel:
+    """Build a model by name (config.MODEL_NAMES). RUS models need `rus`: a PriorProvider (the
+    per-context bank, raw-step tables) or a single RusPrior at the model's step resolution; other
+    models use it only for diagnostic loss parts. The oracle needs `regime`."""
     if name not in MODEL_SPECS:
         raise ValueError(f"unknown model {name!r}; known: {list(MODEL_SPECS)}")
     spec = MODEL_SPECS[name]
@@ -208,7 +257,8 @@ def build_model(name: str, cfg: ModelConfig, *, n_channels: int, n_timesteps: in
             raise ValueError(f"modality {mod!r} names channel(s) {bad} outside 0..{n_channels - 1}")
     if spec.needs_rus and rus is None:
         raise ValueError(f"model {name!r} needs a RUS prior (rus=RusPrior...), none was given")
-    if rus is not None:
+    provider = None
+    if isinstance(rus, RusPrior):
         if rus.n_modalities != len(modalities):
             raise ValueError(f"RUS prior has {rus.n_modalities} modalities, the data {len(modalities)}")
         if rus.modality_names is not None and list(rus.modality_names) != list(modalities):
@@ -218,5 +268,13 @@ def build_model(name: str, cfg: ModelConfig, *, n_channels: int, n_timesteps: in
             raise ValueError(f"RUS prior covers {rus.n_timesteps} steps, the windows {n_timesteps}")
         if spec.shuffle_rus:
             rus = rus.shuffled(torch.Generator().manual_seed(SHUFFLE_SEED))
+        provider = PriorProvider.from_prior(rus)
+    elif rus is not None:
+        provider = rus
+        if provider.n_modalities != len(modalities):
+            raise ValueError(f"RUS prior has {provider.n_modalities} modalities, the data {len(modalities)}")
+        if provider.n_raw_steps // provider.patch < n_timesteps:
+            raise ValueError(f"RUS prior covers {provider.n_raw_steps // provider.patch} steps, the windows "
+                             f"{n_timesteps}")
     return TimoeModel(name, cfg, n_channels=n_channels, n_timesteps=n_timesteps, n_classes=n_classes,
-                      modalities=modalities, rus=rus)
+                      modalities=modalities, provider=provider, regime=regime if spec.needs_regime else None)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from timoe.models.layers import FeedForward, GroupedSelfAttention
+from timoe.models.prior import RoutingContext
 from timoe.models.routers import Router, RouterOutput
 
 
@@ -79,8 +80,8 @@ class MoELayer(nn.Module):
             for e in range(n_experts)
         )
 
-    def forward(self, x: Tensor) -> MoEOutput:
-        route = self.router(x)
+    def forward(self, x: Tensor, context: RoutingContext | None = None) -> MoEOutput:
+        route = self.router(x, context)
         return MoEOutput(self.dispatch(x, route), route)
 
     def dispatch(self, x: Tensor, route: RouterOutput) -> Tensor:

@@ -2,6 +2,11 @@
 logits [B, M, T, E]; the shared base turns logits into probabilities and top-k choices.
 
 Shapes used below: B batch, M modalities, T steps, d model width, E experts, k experts per token.
+
+Initial scale matters (method.md section 5): a router whose logits start near-constant routes by
+position, not content, and top-k then hides it. Every learned router here starts with a linear
+token gate at the scale of a default `nn.Linear` (token-dependent logit std about 0.5 on
+LayerNorm-ed tokens), and the RUS-aware router adds its interaction path to that gate.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from timoe.models.rus import RusPrior
+from timoe.models.prior import BatchPrior, RoutingContext
 
 
 @dataclass
@@ -41,7 +46,7 @@ def route_from_logits(logits: Tensor, top_k: int) -> RouterOutput:
 
 
 class Router(nn.Module):
-    """Base: subclasses implement `compute_logits(tokens [B, M, T, d]) -> [B, M, T, E]`."""
+    """Base: subclasses implement `compute_logits(tokens [B, M, T, d], context) -> [B, M, T, E]`."""
 
     def __init__(self, d_model: int, n_experts: int, top_k: int) -> None:
         super().__init__()
@@ -50,12 +55,25 @@ class Router(nn.Module):
         self.d_model = d_model
         self.n_experts = n_experts
         self.top_k = top_k
+        # Set by models.diagnostics.random_routing: route uniformly at random (test-time ablation).
+        self.random_generator: torch.Generator | None = None
 
-    def compute_logits(self, tokens: Tensor) -> Tensor:
+    def compute_logits(self, tokens: Tensor, context: RoutingContext | None) -> Tensor:
         raise NotImplementedError
 
-    def forward(self, tokens: Tensor) -> RouterOutput:
-        return route_from_logits(self.compute_logits(tokens), self.top_k)
+    def random_route(self, tokens: Tensor, gen: torch.Generator) -> RouterOutput:
+        """k distinct uniformly random experts per token, equal weights; logits/probs uniform."""
+        b, m, t, _ = tokens.shape
+        draw = torch.rand(b, m, t, self.n_experts, generator=gen).to(tokens.device)
+        idx = draw.topk(self.top_k, dim=-1).indices
+        logits = tokens.new_zeros(b, m, t, self.n_experts)
+        weights = tokens.new_full((b, m, t, self.top_k), 1.0 / self.top_k)
+        return RouterOutput(logits, torch.softmax(logits, dim=-1), idx, weights)
+
+    def forward(self, tokens: Tensor, context: RoutingContext | None = None) -> RouterOutput:
+        if self.random_generator is not None:
+            return self.random_route(tokens, self.random_generator)
+        return route_from_logits(self.compute_logits(tokens, context), self.top_k)
 
 
 class SoftmaxRouter(Router):
@@ -65,7 +83,7 @@ class SoftmaxRouter(Router):
         super().__init__(d_model, n_experts, top_k)
         self.gate = nn.Linear(d_model, n_experts, bias=False)
 
-    def compute_logits(self, tokens: Tensor) -> Tensor:
+    def compute_logits(self, tokens: Tensor, context: RoutingContext | None = None) -> Tensor:
         return self.gate(tokens)
 
 
@@ -78,38 +96,114 @@ class LaplaceRouter(Router):
         # by O(1) between experts and the initial routing is neither uniform nor collapsed.
         self.centres = nn.Parameter(torch.randn(n_experts, d_model))
 
-    def compute_logits(self, tokens: Tensor) -> Tensor:
+    def compute_logits(self, tokens: Tensor, context: RoutingContext | None = None) -> Tensor:
         sq = (tokens * tokens).sum(-1, keepdim=True) + (self.centres * self.centres).sum(-1) \
             - 2.0 * tokens @ self.centres.t()
         # The clamp keeps sqrt's gradient finite when a token sits on a centre.
         return -sq.clamp_min(1e-6).sqrt()
 
 
+_MASKED = -1e4  # a logit that softmax turns into exactly 0 in float32, without inf arithmetic
+
+
+def modality_expert_mask(n_modalities: int, n_experts: int, n_shared: int) -> Tensor:
+    """allowed [M, E] bool: the first n_shared experts are shared by all modalities; the rest are
+    split into M contiguous private blocks (any remainder joins the last block)."""
+    private = n_experts - n_shared
+    if private < n_modalities:
+        raise ValueError(f"modality routing needs >= 1 private expert per modality: {n_experts} experts, "
+                         f"{n_shared} shared, {n_modalities} modalities")
+    allowed = torch.zeros(n_modalities, n_experts, dtype=torch.bool)
+    allowed[:, :n_shared] = True
+    block = private // n_modalities
+    for m in range(n_modalities):
+        stop = n_experts if m == n_modalities - 1 else n_shared + (m + 1) * block
+        allowed[m, n_shared + m * block: stop] = True
+    return allowed
+
+
+class ModalityRouter(SoftmaxRouter):
+    """MoIIE-style modality-guided routing: a learned softmax gate restricted, per token, to its own
+    modality's private experts plus a shared pool of cross-modality experts (the synergy experts,
+    which attend across the modalities of a sample)."""
+
+    def __init__(self, d_model: int, n_experts: int, top_k: int, n_modalities: int, n_shared: int) -> None:
+        super().__init__(d_model, n_experts, top_k)
+        allowed = modality_expert_mask(n_modalities, n_experts, n_shared)
+        if int(allowed.sum(-1).min()) < top_k:
+            raise ValueError(f"top_k={top_k} exceeds the experts open to some modality")
+        self.register_buffer("allowed", allowed, persistent=False)
+
+    def compute_logits(self, tokens: Tensor, context: RoutingContext | None = None) -> Tensor:
+        logits = self.gate(tokens)  # [B, M, T, E]
+        return logits.masked_fill(~self.allowed[None, :, None, :], _MASKED)
+
+
+class HashRouter(Router):
+    """Fixed random routing (hash layers): token (m, t) always goes to the same k experts, drawn
+    once from a fixed generator, with equal weights; nothing is learned. Any claim that routing
+    helps must beat this."""
+
+    def __init__(self, d_model: int, n_experts: int, top_k: int, n_modalities: int, max_steps: int,
+                 seed: int = 0) -> None:
+        super().__init__(d_model, n_experts, top_k)
+        gen = torch.Generator().manual_seed(seed)
+        table = torch.stack([torch.randperm(n_experts, generator=gen)[:top_k]
+                             for _ in range(n_modalities * max_steps)]).view(n_modalities, max_steps, top_k)
+        self.register_buffer("table", table)
+
+    def compute_logits(self, tokens: Tensor, context: RoutingContext | None = None) -> Tensor:
+        b, m, t, _ = tokens.shape
+        logits = tokens.new_full((m, t, self.n_experts), _MASKED)
+        logits.scatter_(-1, self.table[:m, :t], 0.0)
+        return logits.expand(b, m, t, self.n_experts)
+
+    def forward(self, tokens: Tensor, context: RoutingContext | None = None) -> RouterOutput:
+        if self.random_generator is not None:
+            return self.random_route(tokens, self.random_generator)
+        b, m, t, _ = tokens.shape
+        logits = self.compute_logits(tokens, context)
+        idx = self.table[:m, :t].expand(b, m, t, self.top_k)
+        weights = tokens.new_full((b, m, t, self.top_k), 1.0 / self.top_k)
+        return RouterOutput(logits, torch.softmax(logits, dim=-1), idx, weights)
+
+
+class OracleRouter(SoftmaxRouter):
+    """Routing given the true regime of each window: the token gate plus a learned bias per
+    (regime, modality). Only for data sets that record the regime (synthetic-regimes); it bounds
+    what a router that recovers the regime could gain."""
+
+    def __init__(self, d_model: int, n_experts: int, top_k: int, n_modalities: int, n_regimes: int) -> None:
+        super().__init__(d_model, n_experts, top_k)
+        self.regime_bias = nn.Parameter(torch.randn(n_regimes, n_modalities, n_experts))
+
+    def compute_logits(self, tokens: Tensor, context: RoutingContext | None = None) -> Tensor:
+        if context is None or context.regime is None:
+            raise ValueError("the oracle router needs the true regime of each window")
+        return self.gate(tokens) + self.regime_bias[context.regime][:, :, None, :]
+
+
 class RusAwareRouter(Router):
-    """TIME-MoE router. For the token of modality m at step t:
+    """TIME-MoE router with a per-window prior. For the token of modality m at step t of window b:
 
-    h = ReLU(W x)                                   [B, M, T, token_dim]
+    h = ReLU(W x)                                      [B, M, T, token_dim]
     ctx = attention(query W_q h, over partners j != m,
-                    keys/values from [R_mj(t), S_mj(t)])  [B, M, T, kv_dim]
-    g = GRU over t of [U_m(t); ctx]                 [B, M, T, gru_dim]  (one sequence per (b, m))
-    logits = MLP([h; g])                            [B, M, T, E]
+                    keys/values from [R_bmj(t), S_bmj(t)])   [B, M, T, kv_dim]
+    g = GRU over t of [U_bm(t); ctx]                   [B, M, T, gru_dim]  (one sequence per (b, m))
+    logits = W_g x + MLP([h; g])                       [B, M, T, E]
 
-    The prior lives in buffers, so `.to(device)` moves it and checkpoints record the (train-split)
-    RUS the model was trained with.
-
-    With at most two modalities the partner attention has a single key (or none), so the context,
-    and with it the GRU's input, does not depend on the token: the GRU then runs once per modality
-    and is broadcast over the batch, the same function at 1/B of the cost (`share_gru=False`
-    forces the general path; the tests check both agree).
+    The prior comes per batch (context.prior, a BatchPrior): windows of different contexts get
+    different tables, so the interaction path is not a constant bias. W_g is the token gate that
+    keeps the initial logits token-dependent at the scale of the learned gates.
     """
 
-    def __init__(self, d_model: int, n_experts: int, top_k: int, rus: RusPrior, token_dim: int = 64,
+    def __init__(self, d_model: int, n_experts: int, top_k: int, n_modalities: int, token_dim: int = 64,
                  gru_dim: int = 64, kv_dim: int = 32) -> None:
         super().__init__(d_model, n_experts, top_k)
-        self.register_buffer("rus_u", rus.U.clone())  # [M, T]
-        self.register_buffer("rus_pair", torch.stack([rus.R, rus.S], dim=-1).clone())  # [M, M, T, 2]
-        m = rus.n_modalities
-        self.register_buffer("self_mask", torch.eye(m, dtype=torch.bool)[None, :, None, :], persistent=False)
+        self.n_modalities = n_modalities
+        self.register_buffer("self_mask", torch.eye(n_modalities, dtype=torch.bool)[None, :, None, :],
+                             persistent=False)
+        self.gate = nn.Linear(d_model, n_experts, bias=False)
         self.token = nn.Linear(d_model, token_dim)
         self.query = nn.Linear(token_dim, kv_dim)
         self.key = nn.Linear(2, kv_dim)
@@ -118,33 +212,30 @@ class RusAwareRouter(Router):
         self.gru = nn.GRU(1 + kv_dim, gru_dim, batch_first=True)
         self.mlp = nn.Sequential(nn.Linear(token_dim + gru_dim, token_dim), nn.ReLU(),
                                  nn.Linear(token_dim, n_experts))
-        self.share_gru = True
 
-    def compute_logits(self, tokens: Tensor) -> Tensor:
+    def partner_context(self, h: Tensor, prior: BatchPrior) -> Tensor:
+        """h [B, M, T, H] -> attention context over partners [B, M, T, kv]."""
+        b, m, t, _ = h.shape
+        pair = torch.stack([prior.R[..., :t], prior.S[..., :t]], dim=-1).transpose(2, 3)  # [B, M, T, J, 2]
+        values = self.value(pair)  # [B, M, T, J, kv]
+        if m == 1:  # no partner: an all-masked softmax would be NaN; the context is empty
+            return values.new_zeros(b, m, t, values.shape[-1])
+        scores = torch.einsum("bmtc,bmtjc->bmtj", self.query(h), self.key(pair)) * self.kv_scale
+        attn = torch.softmax(scores.masked_fill(self.self_mask, float("-inf")), dim=-1)
+        return torch.einsum("bmtj,bmtjc->bmtc", attn, values)
+
+    def compute_logits(self, tokens: Tensor, context: RoutingContext | None) -> Tensor:
         b, m, t, _ = tokens.shape
-        if m != self.rus_u.shape[0]:
-            raise ValueError(f"router built for {self.rus_u.shape[0]} modalities, got {m}")
-        if t > self.rus_u.shape[1]:
-            raise ValueError(f"RUS prior covers {self.rus_u.shape[1]} steps, input has {t}")
+        if context is None or context.prior is None:
+            raise ValueError("the RUS-aware router needs a per-window prior (context.prior)")
+        prior = context.prior
+        if m != self.n_modalities or prior.U.shape[1] != m:
+            raise ValueError(f"router built for {self.n_modalities} modalities, got tokens of {m} and a "
+                             f"prior of {prior.U.shape[1]}")
+        if t > prior.U.shape[-1]:
+            raise ValueError(f"RUS prior covers {prior.U.shape[-1]} steps, input has {t}")
         h = F.relu(self.token(tokens))  # [B, M, T, H]
-        u = self.rus_u[:, :t, None]  # [M, T, 1]
-        pair = self.rus_pair[:, :, :t]  # [M, J, T, 2]
-        values = self.value(pair).transpose(1, 2)  # [M, T, J, kv]
-        if m <= 2 and self.share_gru:
-            if m == 1:  # no partner: an all-masked softmax would be NaN; the context is empty
-                ctx = values.new_zeros(1, t, values.shape[-1])
-            else:  # the single partner gets attention weight 1
-                ctx = torch.stack([values[0, :, 1], values[1, :, 0]])  # [M, T, kv]
-            gru_out, _ = self.gru(torch.cat([u, ctx], dim=-1))  # [M, T, G]
-            gru_out = gru_out.expand(b, m, t, -1)
-        else:
-            if m > 1:
-                keys = self.key(pair).transpose(1, 2)  # [M, T, J, kv]
-                scores = torch.einsum("bmtc,mtjc->bmtj", self.query(h), keys) * self.kv_scale
-                attn = torch.softmax(scores.masked_fill(self.self_mask, float("-inf")), dim=-1)
-                ctx = torch.einsum("bmtj,mtjc->bmtc", attn, values)  # [B, M, T, kv]
-            else:
-                ctx = h.new_zeros(b, m, t, values.shape[-1])
-            gru_in = torch.cat([u.expand(b, m, t, 1), ctx], dim=-1).reshape(b * m, t, -1)
-            gru_out = self.gru(gru_in)[0].view(b, m, t, -1)
-        return self.mlp(torch.cat([h, gru_out], dim=-1))
+        ctx = self.partner_context(h, prior)
+        gru_in = torch.cat([prior.U[..., :t, None].expand(b, m, t, 1), ctx], dim=-1).reshape(b * m, t, -1)
+        gru_out = self.gru(gru_in)[0].view(b, m, t, -1)
+        return self.gate(tokens) + self.mlp(torch.cat([h, gru_out], dim=-1))

@@ -15,6 +15,14 @@ lags were estimated rather than to what a lag means. timoe's default, ``"hold"``
 before the smallest lag take the smallest lag's values, steps past the largest lag keep the
 largest lag's). ``"interp"`` interpolates linearly in lag between estimated lags, with the same
 clamping at both ends; ``"segments"`` reproduces the reference behaviour for comparison.
+``"end"`` is for one label per window, read at (or summarising up to) its last step: step t lies
+T-1-t steps before the label, so it takes the largest estimated lag <= T-1-t (the last step gets
+lag 0, steps far from the end keep the largest lag).
+
+Lags are in raw steps. The mapping is made at raw-step resolution; a model that merges p steps
+into one token then takes, for token j, the mean of the per-step values of steps jp .. jp+p-1
+(`pool_steps`), so a lag tau lands on token floor(tau / p) under "hold" and on token
+floor((T-1-tau) / p) under "end", and lags that share a token are never averaged before mapping.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import polars as pl
 import torch
 from torch import Tensor
 
-LagMapping = Literal["hold", "interp", "segments"]
+LagMapping = Literal["hold", "interp", "segments", "end"]
 TABLE_COLUMNS = ("pair", "lag", "R", "U1", "U2", "S")
 
 
@@ -50,6 +58,8 @@ def map_lags_to_steps(lags: Tensor, values: Tensor, n_timesteps: int, mapping: L
     """
     n_lags = lags.numel()
     steps = torch.arange(n_timesteps, dtype=torch.long)
+    if mapping == "end":
+        return map_lags_to_steps(lags, values, n_timesteps, "hold").flip(0)
     if mapping == "segments":
         seg = max(1, n_timesteps // n_lags)
         idx = (steps // seg).clamp(max=n_lags - 1)
@@ -65,7 +75,17 @@ def map_lags_to_steps(lags: Tensor, values: Tensor, n_timesteps: int, mapping: L
         # span is 0 where t sits exactly on an estimated lag (or a single lag): take that lag.
         frac = torch.where(span > 0, (t - lags[lo].to(values.dtype)) / span.clamp(min=1), torch.ones_like(t))
         return values[lo] + frac[:, None] * (values[hi] - values[lo])
-    raise ValueError(f"unknown lag mapping {mapping!r}; known: hold, interp, segments")
+    raise ValueError(f"unknown lag mapping {mapping!r}; known: hold, interp, segments, end")
+
+
+def pool_steps(x: Tensor, patch: int) -> Tensor:
+    """Mean over each patch of p consecutive steps along the last dim: [..., T] -> [..., T // p].
+
+    Trailing steps that do not fill a patch are dropped, as `training.patching.patch_input` does."""
+    if patch == 1:
+        return x
+    t = (x.shape[-1] // patch) * patch
+    return x[..., :t].reshape(*x.shape[:-1], t // patch, patch).mean(-1)
 
 
 def _build_tensors(

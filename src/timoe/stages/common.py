@@ -9,11 +9,11 @@ from typing import Any
 
 from timoe.config import SWEEPABLE_KEYS, ConfigError, Params, validate
 
-RUS_MODELS = ("timoe", "timoe-nolosses", "timoe-shuffled-rus")
-
-
 def needs_rus(model_name: str) -> bool:
-    return model_name in RUS_MODELS
+    """Whether a model reads the quantify stage's output (models.MODEL_SPECS says)."""
+    from timoe.models.model import MODEL_SPECS
+
+    return model_name in MODEL_SPECS and MODEL_SPECS[model_name].needs_rus
 
 
 def apply_overrides(params: Params, overrides: dict[str, Any]) -> Params:

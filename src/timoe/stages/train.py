@@ -6,6 +6,7 @@ selected weights, for the evaluate stage to score.
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,38 +46,95 @@ class TrainJob:
     checkpoint_dir: Path | None = None
 
 
-def load_rus_table(rus_dir: Path | None, model_name: str) -> pl.DataFrame | None:
+RUS_TABLE = "rus.parquet"  # per-context table (column `context`), written by the quantify stage
+DATASET_RUS_TABLE = "rus_dataset.parquet"  # the single dataset-level table (paper's form)
+CONTEXTS_FILE = "contexts.json"  # the context model: features, standardisation, centroids
+
+
+@dataclass(frozen=True)
+class RusInputs:
+    """What a RUS model reads from the quantify stage: its table and, for a per-context table
+    with more than one context, the context model (interactions.contexts.ContextSpec JSON)."""
+
+    table: pl.DataFrame
+    contexts: dict[str, Any] | None
+
+
+def load_rus_table(rus_dir: Path | None, model_name: str) -> RusInputs | None:
+    """The quantify output a model needs (None for models without a prior)."""
+    from timoe.models.model import MODEL_SPECS
+
     if not needs_rus(model_name):
         return None
     if rus_dir is None:
         raise ValueError(f"model {model_name!r} needs the quantify stage's RUS output (--rus)")
-    path = Path(rus_dir) / "rus.parquet"
+    spec = MODEL_SPECS[model_name]
+    rus_dir = Path(rus_dir)
+    if spec.prior == "dataset":
+        path = rus_dir / DATASET_RUS_TABLE
+        if not path.exists():
+            raise FileNotFoundError(f"dataset-level RUS table {path} is missing; rerun the quantify stage")
+        return RusInputs(pl.read_parquet(path).drop("context", strict=False), None)
+    path = rus_dir / RUS_TABLE
     if not path.exists():
         raise FileNotFoundError(f"RUS table {path} is missing; run the quantify stage first")
-    return pl.read_parquet(path)
+    table = pl.read_parquet(path)
+    contexts = None
+    if "context" in table.columns and table["context"].n_unique() > 1:
+        ctx_path = rus_dir / CONTEXTS_FILE
+        if not ctx_path.exists():
+            raise FileNotFoundError(f"{path} has several contexts but {ctx_path} is missing")
+        contexts = json.loads(ctx_path.read_text())
+    return RusInputs(table, contexts)
+
+
+def build_provider(params: Params, model_name: str, meta: dict[str, Any], rus: RusInputs) -> Any:
+    """The per-context prior bank of a RUS model, at raw-step resolution (pooled per batch)."""
+    from timoe.models.model import MODEL_SPECS, SHUFFLE_SEED
+    from timoe.models.prior import (
+        ContextAssigner,
+        PriorProvider,
+        bank_from_table,
+        normalise_table,
+        shuffle_table,
+    )
+
+    table = rus.table
+    if params.model.losses.relative:
+        table = normalise_table(table)
+    if MODEL_SPECS[model_name].shuffle_rus:
+        table = shuffle_table(table, SHUFFLE_SEED)
+    names, n_raw = list(meta["modalities"]), int(meta["n_timesteps"])
+    U, R, S = bank_from_table(table, names, n_raw, params.model.rus_mapping)
+    assigner = None
+    if rus.contexts is not None and U.shape[0] > 1:
+        c = rus.contexts
+        assigner = ContextAssigner(c["channels"], c["mean"], c["std"], c["centroids"])
+    return PriorProvider(U, R, S, params.model.patch_size, assigner)
+
+
+def regime_channels(meta: dict[str, Any]) -> list[int]:
+    """Channels holding the one-hot true regime (synthetic-regimes), outside every modality."""
+    return [int(c) for c in (meta.get("extra") or {}).get("regime_channels", [])]
 
 
 def build_for_data(
-    params: Params, model_name: str, meta: dict[str, Any], rus: pl.DataFrame | None, seed: int
+    params: Params, model_name: str, meta: dict[str, Any], rus: RusInputs | None, seed: int
 ) -> torch.nn.Module:
     """Build a named model for a prepared data set, wrapped in temporal patching."""
-    from timoe.models import RusPrior, build_model
+    from timoe.models import build_model
+    from timoe.models.model import MODEL_SPECS
+    from timoe.models.prior import RegimeReader
 
     p = params.model.patch_size
     n_steps = int(meta["n_timesteps"]) // p
+    if n_steps < 1:
+        raise ValueError(f"model.patch_size {p} exceeds the window of {meta['n_timesteps']} steps")
     modalities = {m: list(ch) for m, ch in meta["modalities"].items()}
-    prior = None
-    if rus is not None:
-        # Lags are in raw steps; the model's time axis is in patches.
-        scaled = (
-            rus.with_columns((pl.col("lag") // p).alias("lag"))
-            .group_by(["pair", "lag"])
-            .agg([pl.col(c).mean() for c in ("R", "U1", "U2", "S", "total")])
-            .sort(["pair", "lag"])
-        )
-        prior = RusPrior.from_table(
-            scaled, list(modalities), n_steps
-        )  # build_model shuffles for the ablation
+    provider = build_provider(params, model_name, meta, rus) if rus is not None else None
+    regime = None
+    if MODEL_SPECS[model_name].needs_regime:
+        regime = RegimeReader(regime_channels(meta))
     torch.manual_seed(seed)
     inner = build_model(
         model_name,
@@ -85,7 +143,8 @@ def build_for_data(
         n_timesteps=n_steps,
         n_classes=len(meta["classes"]),
         modalities=patched_modalities(modalities, int(meta["n_channels"]), p),
-        rus=prior,
+        rus=provider,
+        regime=regime,
     )
     return Patched(inner, p)
 
@@ -101,28 +160,73 @@ def subsample(n: int, limit: int | None, seed: int) -> np.ndarray:
 def routing_summary(
     model: torch.nn.Module,
     x: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
     device: torch.device,
     params: Params,
-    modality_names: list[str],
+    meta: dict[str, Any],
     batch_size: int = 256,
 ) -> dict[str, Any] | None:
-    """Expert usage on the test windows, per modality and (with a RUS prior) per interaction regime."""
+    """Expert usage and routing diagnostics on the test windows (models.diagnostics); with a prior,
+    usage per interaction regime of the test windows' average prior; and the accuracy lost when
+    routing is replaced by uniform-random routing ("does routing matter")."""
     from timoe.models import interaction_regime_usage
+    from timoe.models.diagnostics import RoutingDiagnostics, random_routing
 
+    inner = getattr(model, "inner", model)
     model.eval()
-    stats = None
+    stats, diag, priors = None, None, []
+    truth = regime_channels(meta)
+    n_regimes = len(truth)
     for i in range(0, len(x), batch_size):
-        out = model(torch.from_numpy(x[i : i + batch_size]).to(device))
+        xb = torch.from_numpy(x[i : i + batch_size]).to(device)
+        out = model(xb)
         if out.routing is None:
             return None  # a dense model has no experts
         stats = out.routing if stats is None else stats.merge(out.routing)
-    if stats is None:
+        if diag is None:
+            diag = RoutingDiagnostics(out.routing.layers, out.routing.usage.shape[-1], out.routing.n_synergy,
+                                      n_classes, n_regimes)
+        regime = xb[..., truth].mean(1).argmax(-1) if n_regimes else None
+        prior = out.context.prior if out.context is not None else None
+        tau = params.model.losses.tau_s
+        diag.update(out.routes, torch.from_numpy(labels[i : i + batch_size]), regime, prior, tau)
+        if prior is not None:
+            priors.append((prior, len(xb)))
+    if stats is None or diag is None:
         return None
-    summary = {"stats": stats.to_dict(modality_names)}
-    prior = getattr(getattr(model, "inner", model), "rus", None)
-    if prior is not None:
-        summary |= interaction_regime_usage(stats, prior, params.model.losses, modality_names)
+    modality_names = list(meta["modalities"])
+    summary: dict[str, Any] = {"stats": stats.to_dict(modality_names)}
+    if priors:
+        mean = _mean_prior(priors, tuple(modality_names))
+        summary |= interaction_regime_usage(stats, mean, params.model.losses, modality_names)
+    accuracy = _accuracy(model, x, labels, device)
+    with random_routing(model, seed=0):
+        random_accuracy = _accuracy(model, x, labels, device)
+    summary["diagnostics"] = {
+        "per_layer": diag.summary(),
+        "accuracy": accuracy,
+        "random_routing_accuracy": random_accuracy,
+        "random_routing_drop": accuracy - random_accuracy,
+    }
+    summary["synergy_chance"] = inner.n_synergy / params.model.n_experts
+    summary["topk_overlap_chance"] = params.model.top_k / params.model.n_experts
     return summary
+
+
+def _mean_prior(priors: list[tuple[Any, int]], names: tuple[str, ...]) -> Any:
+    from timoe.models import RusPrior
+
+    n = sum(k for _, k in priors)
+    U = sum(p.U.sum(0).cpu() for p, _ in priors) / n
+    R = sum(p.R.sum(0).cpu() for p, _ in priors) / n
+    S = sum(p.S.sum(0).cpu() for p, _ in priors) / n
+    return RusPrior(U, R, S, names)
+
+
+def _accuracy(model: torch.nn.Module, x: np.ndarray, labels: np.ndarray, device: torch.device) -> float:
+    prob = predict(model, x, device)
+    return float((prob.argmax(axis=1) == labels).mean()) if len(prob) else float("nan")
 
 
 def _plot_curves(history: list[dict[str, float]], path: Path) -> None:
@@ -269,7 +373,14 @@ def run_train(params: Params, job: TrainJob, *, progress: bool = False) -> dict[
                     "classes": meta["classes"],
                 },
             )
-            routing = routing_summary(model, te.x, device, eff, list(meta["modalities"]))
+            routing = routing_summary(model, te.x, te.label, n_classes, device, eff, meta)
+            if routing is not None:
+                d = routing["diagnostics"]
+                mlflow.log_metrics({"test_random_routing_accuracy": d["random_routing_accuracy"],
+                                    "test_random_routing_drop": d["random_routing_drop"]})
+                for row in d["per_layer"]:
+                    mlflow.log_metrics({f"test_{k}_l{row['layer']}": float(v) for k, v in row.items()
+                                        if k != "layer" and v is not None})
             if routing is not None:
                 save_json(tmp / "routing.json", routing)
             _plot_curves(result.history, tmp / "curves.png")

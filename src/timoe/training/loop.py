@@ -110,14 +110,24 @@ def routing_metrics(stats: Any) -> dict[str, float]:
     }
 
 
-def augment_batch(xb: torch.Tensor, settings: LoopSettings, gen: torch.Generator) -> torch.Tensor:
+def _diagnostics_for(stats: Any, n_classes: int) -> Any:
+    from timoe.models.diagnostics import RoutingDiagnostics
+
+    return RoutingDiagnostics(stats.layers, stats.usage.shape[-1], stats.n_synergy, n_classes)
+
+
+def augment_batch(xb: torch.Tensor, settings: LoopSettings,
+                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Random gain per (window, channel), additive noise, and a circular shift per window.
 
     xb [B, T, C] on the CPU; the draws come from `gen` (the epoch's generator), so they are
-    fixed by (seed, epoch) whatever the device and however often the run was resumed.
+    fixed by (seed, epoch) whatever the device and however often the run was resumed. Returns
+    (augmented [B, T, C], shifts [B] or None): out[t] = x[t - shift]; the model rolls any
+    position-dependent prior by the same shift so prior and signal stay aligned.
     """
     b, t, c = xb.shape
     out = xb
+    shifts = None
     if settings.augment_scale > 0:
         out = out * (1.0 + settings.augment_scale * torch.randn(b, 1, c, generator=gen))
     if settings.augment_jitter > 0:
@@ -126,7 +136,7 @@ def augment_batch(xb: torch.Tensor, settings: LoopSettings, gen: torch.Generator
         shifts = torch.randint(-settings.augment_shift, settings.augment_shift + 1, (b,), generator=gen)
         idx = (torch.arange(t)[None, :] - shifts[:, None]) % t  # [B, T]
         out = out.gather(1, idx[:, :, None].expand(b, t, c))
-    return out
+    return out, shifts
 
 
 def _state_bytes(obj: dict[str, Any]) -> bytes:
@@ -195,6 +205,7 @@ def train(
         sums: dict[str, float] = {}
         n_seen = 0
         routing = None  # RoutingStats summed over the epoch's batches (MoE models only)
+        diagnostics = None  # RoutingDiagnostics over the epoch's batches (MoE models only)
         batches = range(0, len(order), settings.batch_size)
         if progress:
             from tqdm import tqdm
@@ -202,11 +213,11 @@ def train(
             batches = tqdm(batches, desc=f"epoch {epoch}", leave=False)
         for i in batches:
             idx = order[i : i + settings.batch_size]
-            xb = xt[idx]
+            xb, shifts = xt[idx], None
             if settings.augments:
-                xb = augment_batch(xb, settings, gen)
+                xb, shifts = augment_batch(xb, settings, gen)
             xb, yb = xb.to(device), yt[idx].to(device)
-            out = model(xb)
+            out = model(xb) if shifts is None else model(xb, shift=shifts.to(device))
             ce = loss_fn(out.logits, yb)
             loss = ce + out.aux_loss
             opt.zero_grad(set_to_none=True)
@@ -221,9 +232,13 @@ def train(
             n_seen += len(idx)
             if out.routing is not None:
                 routing = out.routing if routing is None else routing.merge(out.routing)
+                diagnostics = diagnostics or _diagnostics_for(out.routing, n_classes)
+                diagnostics.update(out.routes, yb)
         metrics = {f"train_{k}": v / max(1, n_seen) for k, v in sums.items()}
         if routing is not None:
             metrics.update(routing_metrics(routing))
+        if diagnostics is not None:
+            metrics.update(diagnostics.flat_metrics("train_"))
         val_prob = predict(model, x_val, device)
         val_pred = val_prob.argmax(axis=1) if len(val_prob) else np.zeros(0, dtype=np.int64)
         for k, v in classification_metrics(y_val, val_pred, n_classes).items():

@@ -34,5 +34,7 @@ class Patched(nn.Module):
         self.inner = inner
         self.patch = patch
 
-    def forward(self, x: torch.Tensor):  # returns the inner model's ModelOutput
-        return self.inner(patch_input(x, self.patch))
+    def forward(self, x: torch.Tensor, shift: torch.Tensor | None = None):  # the inner ModelOutput
+        """x [B, T, C] raw windows; shift [B] the augmentation's circular time shift (raw steps),
+        so a position-dependent prior can follow the signal."""
+        return self.inner(patch_input(x, self.patch), raw=x, shift=shift)
