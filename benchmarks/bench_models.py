@@ -109,11 +109,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=128)
-    ap.add_argument("--modalities", type=int, default=2)
+    ap.add_argument("--modalities", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (1: CPU time = work done; 0 keeps torch's default)")
-    ap.add_argument("--models", default="transformer,timoe,moe,fusemoe")
+    ap.add_argument("--models", default="transformer,timoe,moe,fusemoe,modality-moe,hash-moe,timoe-nolosses")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

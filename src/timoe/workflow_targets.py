@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from timoe.config import ConfigError, Params, load_params
+from timoe.config import ConfigError, Params, load_params, runs_on
 
 
 def targets(params: Params, stage: str) -> list[str]:
@@ -16,8 +16,8 @@ def targets(params: Params, stage: str) -> list[str]:
     table = {
         "prepare": [f"data/processed/{x}" for x in d],
         "quantify": [f"results/rus/{x}" for x in d],
-        "sweep": [f"results/sweeps/{x}/{y}" for x in d for y in m],
-        "train": [f"results/models/{x}/{y}/seed{z}" for x in d for y in m for z in s],
+        "sweep": [f"results/sweeps/{x}/{y}" for x in d for y in m if runs_on(y, x)],
+        "train": [f"results/models/{x}/{y}/seed{z}" for x in d for y in m if runs_on(y, x) for z in s],
         "evaluate": ["results/benchmark"],
     }
     if stage not in table:

@@ -1,6 +1,7 @@
 """Interaction quantification: exact PID, BATCH, multi-scale BATCH, temporal RUS, synthetic ground truth."""
 
 from timoe.interactions.batch import BatchPID, batch_pid
+from timoe.interactions.contexts import ContextSpec, fit_contexts, window_features
 from timoe.interactions.discretize import Discretizer, discretize
 from timoe.interactions.exact import (
     ExactPID,
@@ -16,6 +17,7 @@ from timoe.interactions.temporal import ScalarFeature, compute_temporal_rus
 
 __all__ = [
     "BatchPID",
+    "ContextSpec",
     "Discretizer",
     "ExactPID",
     "LagSamples",
@@ -26,6 +28,7 @@ __all__ = [
     "discretize",
     "exact_pid",
     "exact_pid_many",
+    "fit_contexts",
     "joint_counts",
     "make_process",
     "multiscale_pid",
@@ -33,4 +36,5 @@ __all__ = [
     "pid_from_samples",
     "population_joint",
     "true_rus",
+    "window_features",
 ]

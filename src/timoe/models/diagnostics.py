@@ -96,7 +96,7 @@ class RoutingDiagnostics:
         """routes: one per layer (topk_idx [B, M, T, k]); labels [B]; regime [B] or None."""
         for acc, route in zip(self.acc, routes, strict=True):
             idx = route.topk_idx.cpu()
-            b, m, t, k = idx.shape
+            b, m, _t, _k = idx.shape
             acc.usage += torch.bincount(idx.reshape(-1), minlength=self.n_experts).double()
             acc.assignments += idx.numel()
             top1 = idx[..., 0].reshape(b, -1)  # [B, M*T]
@@ -115,7 +115,7 @@ class RoutingDiagnostics:
 
     def _synergy_cells(self, acc: LayerAccumulator, idx: Tensor, prior: BatchPrior, tau: float) -> None:
         """Share of assignments to synergy experts among tokens of pairs whose prior says synergy."""
-        b, m, t, k = idx.shape
+        _, m, t, k = idx.shape
         i, j = torch.triu_indices(m, m, offset=1)
         syn_cell = prior.S[..., :t].cpu()[:, i, j] > tau  # [B, P, T]
         on_syn = (idx < self.n_synergy).double().sum(-1)  # [B, M, T] assignments to synergy experts

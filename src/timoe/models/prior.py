@@ -36,12 +36,34 @@ class BatchPrior:
     """Per-window prior at token resolution (bits, or fractions of the pair's total information).
 
     U [B, M, T], R [B, M, M, T], S [B, M, M, T] (symmetric in the modality dims), context [B] long.
+    tables: the per-context tables it was gathered from, (U [K, M, T], R, S [K, M, M, T]), and
+    token_shift [B] the roll applied to window b's table (None: no shift), so a router can compute
+    per context (K sequences instead of B) and align afterwards. Without tables every window
+    counts as its own context.
     """
 
     U: Tensor
     R: Tensor
     S: Tensor
     context: Tensor
+    tables: tuple[Tensor, Tensor, Tensor] | None = None
+    token_shift: Tensor | None = None
+
+    def per_context(self) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor, Tensor | None]:
+        """(tables, context [B], token_shift [B] or None); windows as contexts when no tables."""
+        if self.tables is None:
+            return (self.U, self.R, self.S), torch.arange(self.U.shape[0], device=self.U.device), None
+        return self.tables, self.context, self.token_shift
+
+
+def roll_steps(x: Tensor, shift: Tensor) -> Tensor:
+    """Per-window circular roll along the step axis: out[b, ..., t, :] = x[b, ..., t - shift[b], :].
+
+    x [B, ..., T, F] (steps second to last), shift [B] long."""
+    t = x.shape[-2]
+    src = (torch.arange(t, device=x.device)[None, :] - shift.to(x.device)[:, None]) % t  # [B, T]
+    view = src.view(src.shape[0], *([1] * (x.dim() - 3)), t, 1)
+    return x.gather(-2, view.expand_as(x))
 
 
 @dataclass
@@ -107,7 +129,9 @@ class ContextAssigner(nn.Module):
         from timoe.interactions.contexts import window_features
 
         z = (window_features(x.float(), self.channels) - self.mean) / self.std  # [B, F]
-        return torch.cdist(z, self.centroids).argmin(dim=-1)
+        # Squared differences, not cdist's matmul shortcut, so near-ties resolve exactly as the
+        # quantify stage's ContextSpec.assign resolves them (lowest index).
+        return (z[:, None, :] - self.centroids[None]).square().sum(-1).argmin(dim=-1)
 
 
 class RegimeReader(nn.Module):
@@ -171,20 +195,28 @@ class PriorProvider(nn.Module):
             raise ValueError("context priors need the raw windows to assign contexts")
         return self.assigner(x)
 
+    def token_tables(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The bank pooled to tokens: U [K, M, T], R, S [K, M, M, T] (T = Tr // patch)."""
+        p = self.patch
+        return pool_steps(self.bank_U, p), pool_steps(self.bank_R, p), pool_steps(self.bank_S, p)
+
     def forward(self, x: Tensor | None, batch_size: int, shift: Tensor | None = None) -> BatchPrior:
         """x [B, Tr, C] raw windows (None for a single context), shift [B] the circular time shift
-        the augmentation applied (x'[t] = x[t - shift]); the tables are rolled the same way so
-        the prior of step t still describes the signal now at step t."""
+        the augmentation applied, in raw steps (x'[t] = x[t - shift]). The training loop draws
+        shifts in whole tokens (multiples of the patch), so rolling the token tables by
+        shift // patch keeps the prior of token j describing the signal now at token j exactly."""
         ctx = self.assign(x, batch_size)
-        u, r, s = self.bank_U[ctx], self.bank_R[ctx], self.bank_S[ctx]
+        tables = self.token_tables()
+        u, r, s = (tab[ctx] for tab in tables)
+        token_shift = None
         if shift is not None:
-            t = self.n_raw_steps
-            src = (torch.arange(t, device=u.device)[None, :] - shift.to(u.device)[:, None]) % t  # [B, Tr]
-            u = u.gather(-1, src[:, None, :].expand_as(u))
-            r = r.gather(-1, src[:, None, None, :].expand_as(r))
-            s = s.gather(-1, src[:, None, None, :].expand_as(s))
-        p = self.patch
-        return BatchPrior(pool_steps(u, p), pool_steps(r, p), pool_steps(s, p), ctx)
+            if bool((shift % self.patch != 0).any()):
+                raise ValueError(f"time shifts {shift.tolist()} are not whole tokens of {self.patch} steps")
+            token_shift = torch.div(shift, self.patch, rounding_mode="floor").to(u.device)
+            u = roll_steps(u[..., None], token_shift)[..., 0]
+            r = roll_steps(r[..., None], token_shift)[..., 0]
+            s = roll_steps(s[..., None], token_shift)[..., 0]
+        return BatchPrior(u, r, s, ctx, tables, token_shift)
 
     @classmethod
     def from_prior(cls, rus: RusPrior) -> PriorProvider:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from timoe.models.prior import BatchPrior, RoutingContext
+from timoe.models.prior import RoutingContext, roll_steps
 
 
 @dataclass
@@ -184,17 +184,22 @@ class OracleRouter(SoftmaxRouter):
 
 
 class RusAwareRouter(Router):
-    """TIME-MoE router with a per-window prior. For the token of modality m at step t of window b:
+    """TIME-MoE router with a per-window prior. For the token of modality m at step t of window b,
+    whose window belongs to context c (its prior tables U_c, R_c, S_c):
 
-    h = ReLU(W x)                                      [B, M, T, token_dim]
-    ctx = attention(query W_q h, over partners j != m,
-                    keys/values from [R_bmj(t), S_bmj(t)])   [B, M, T, kv_dim]
-    g = GRU over t of [U_bm(t); ctx]                   [B, M, T, gru_dim]  (one sequence per (b, m))
-    logits = W_g x + MLP([h; g])                       [B, M, T, E]
+    ctx_c = attention(query q_m, over partners j != m,
+                      keys/values from [R_cmj(t), S_cmj(t)])  [K, M, T, kv_dim]
+    g_c = GRU over t of [U_cm(t); ctx_c]                [K, M, T, gru_dim]  (one sequence per (c, m))
+    h = ReLU(W x)                                       [B, M, T, token_dim]
+    logits = W_g x + MLP([h; g_c(b)])                   [B, M, T, E]
 
-    The prior comes per batch (context.prior, a BatchPrior): windows of different contexts get
-    different tables, so the interaction path is not a constant bias. W_g is the token gate that
-    keeps the initial logits token-dependent at the scale of the learned gates.
+    Differences from the reference, and why: the interaction path (attention + GRU) reads the
+    prior only, with a learned query per modality instead of the token's, so it runs once per
+    context (K sequences, not B) and is then gathered per window and rolled with any time shift
+    of the signal; the token enters through h and through W_g, the token gate that keeps the
+    initial logits token-dependent at the scale of the learned gates (method.md section 5). With
+    a dataset-level prior (K = 1) g is a constant per (modality, step); with contexts it differs
+    between kinds of windows.
     """
 
     def __init__(self, d_model: int, n_experts: int, top_k: int, n_modalities: int, token_dim: int = 64,
@@ -205,7 +210,7 @@ class RusAwareRouter(Router):
                              persistent=False)
         self.gate = nn.Linear(d_model, n_experts, bias=False)
         self.token = nn.Linear(d_model, token_dim)
-        self.query = nn.Linear(token_dim, kv_dim)
+        self.query = nn.Parameter(torch.randn(n_modalities, kv_dim) / math.sqrt(kv_dim))
         self.key = nn.Linear(2, kv_dim)
         self.value = nn.Linear(2, kv_dim)
         self.kv_scale = 1.0 / math.sqrt(kv_dim)
@@ -213,29 +218,32 @@ class RusAwareRouter(Router):
         self.mlp = nn.Sequential(nn.Linear(token_dim + gru_dim, token_dim), nn.ReLU(),
                                  nn.Linear(token_dim, n_experts))
 
-    def partner_context(self, h: Tensor, prior: BatchPrior) -> Tensor:
-        """h [B, M, T, H] -> attention context over partners [B, M, T, kv]."""
-        b, m, t, _ = h.shape
-        pair = torch.stack([prior.R[..., :t], prior.S[..., :t]], dim=-1).transpose(2, 3)  # [B, M, T, J, 2]
-        values = self.value(pair)  # [B, M, T, J, kv]
+    def interaction_path(self, U: Tensor, R: Tensor, S: Tensor) -> Tensor:
+        """Per-context tables U [K, M, T], R, S [K, M, M, T] -> g [K, M, T, gru_dim]."""
+        k, m, t = U.shape
+        pair = torch.stack([R, S], dim=-1).transpose(2, 3)  # [K, M, T, J, 2]
+        values = self.value(pair)  # [K, M, T, J, kv]
         if m == 1:  # no partner: an all-masked softmax would be NaN; the context is empty
-            return values.new_zeros(b, m, t, values.shape[-1])
-        scores = torch.einsum("bmtc,bmtjc->bmtj", self.query(h), self.key(pair)) * self.kv_scale
-        attn = torch.softmax(scores.masked_fill(self.self_mask, float("-inf")), dim=-1)
-        return torch.einsum("bmtj,bmtjc->bmtc", attn, values)
+            ctx = values.new_zeros(k, m, t, values.shape[-1])
+        else:
+            scores = torch.einsum("mc,kmtjc->kmtj", self.query, self.key(pair)) * self.kv_scale
+            attn = torch.softmax(scores.masked_fill(self.self_mask, float("-inf")), dim=-1)
+            ctx = torch.einsum("kmtj,kmtjc->kmtc", attn, values)
+        gru_in = torch.cat([U[..., None], ctx], dim=-1).reshape(k * m, t, -1)
+        return self.gru(gru_in)[0].view(k, m, t, -1)
 
     def compute_logits(self, tokens: Tensor, context: RoutingContext | None) -> Tensor:
-        b, m, t, _ = tokens.shape
+        _, m, t, _ = tokens.shape
         if context is None or context.prior is None:
             raise ValueError("the RUS-aware router needs a per-window prior (context.prior)")
-        prior = context.prior
-        if m != self.n_modalities or prior.U.shape[1] != m:
+        (U, R, S), ctx, shift = context.prior.per_context()
+        if m != self.n_modalities or U.shape[1] != m:
             raise ValueError(f"router built for {self.n_modalities} modalities, got tokens of {m} and a "
-                             f"prior of {prior.U.shape[1]}")
-        if t > prior.U.shape[-1]:
-            raise ValueError(f"RUS prior covers {prior.U.shape[-1]} steps, input has {t}")
+                             f"prior of {U.shape[1]}")
+        if t > U.shape[-1]:
+            raise ValueError(f"RUS prior covers {U.shape[-1]} steps, input has {t}")
+        g = self.interaction_path(U[..., :t], R[..., :t], S[..., :t])[ctx]  # [B, M, T, G]
+        if shift is not None:
+            g = roll_steps(g, shift)
         h = F.relu(self.token(tokens))  # [B, M, T, H]
-        ctx = self.partner_context(h, prior)
-        gru_in = torch.cat([prior.U[..., :t, None].expand(b, m, t, 1), ctx], dim=-1).reshape(b * m, t, -1)
-        gru_out = self.gru(gru_in)[0].view(b, m, t, -1)
-        return self.gate(tokens) + self.mlp(torch.cat([h, gru_out], dim=-1))
+        return self.gate(tokens) + self.mlp(torch.cat([h, g], dim=-1))

@@ -268,7 +268,7 @@ def run_train(params: Params, job: TrainJob, *, progress: bool = False) -> dict[
         warmup_epochs=tc.warmup_epochs,
         patience=tc.patience,
         seed=job.seed,
-        **LoopSettings.regularisation_from(tc),
+        **LoopSettings.regularisation_from(tc, shift_unit=eff.model.patch_size),
     )
     resolved = {
         "data": eff.data.model_dump(),

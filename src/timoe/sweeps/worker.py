@@ -101,7 +101,7 @@ class Objective:
             patience=sc.epochs,  # pruning, not early stopping, ends hopeless trials
             seed=sc.seed,
             selection_metric=sc.metric,
-            **LoopSettings.regularisation_from(eff.train),
+            **LoopSettings.regularisation_from(eff.train, shift_unit=eff.model.patch_size),
         )
         tr, va = self.train_split, self.val_split
         result = train(

@@ -45,16 +45,21 @@ class LoopSettings:
     augment_scale: float = 0.0
     augment_jitter: float = 0.0
     augment_shift: int = 0
+    # Shifts are drawn in multiples of this many steps (the model's patch), so a shifted window
+    # still splits into the same kind of tokens and a per-token prior can follow it exactly.
+    augment_shift_unit: int = 1
 
     @staticmethod
-    def regularisation_from(train_cfg: TrainConfig) -> dict[str, Any]:
-        """The label-smoothing and augmentation fields of a config.TrainConfig, as keyword args."""
+    def regularisation_from(train_cfg: TrainConfig, shift_unit: int = 1) -> dict[str, Any]:
+        """The label-smoothing and augmentation fields of a config.TrainConfig, as keyword args;
+        shift_unit: the model's patch size (shifts are drawn in whole tokens)."""
         a = train_cfg.augment
         return {
             "label_smoothing": train_cfg.label_smoothing,
             "augment_scale": a.scale,
             "augment_jitter": a.jitter,
             "augment_shift": a.shift,
+            "augment_shift_unit": shift_unit,
         }
 
     @property
@@ -133,7 +138,8 @@ def augment_batch(xb: torch.Tensor, settings: LoopSettings,
     if settings.augment_jitter > 0:
         out = out + settings.augment_jitter * torch.randn(b, t, c, generator=gen)
     if settings.augment_shift > 0:
-        shifts = torch.randint(-settings.augment_shift, settings.augment_shift + 1, (b,), generator=gen)
+        n = settings.augment_shift // settings.augment_shift_unit
+        shifts = torch.randint(-n, n + 1, (b,), generator=gen) * settings.augment_shift_unit
         idx = (torch.arange(t)[None, :] - shifts[:, None]) % t  # [B, T]
         out = out.gather(1, idx[:, :, None].expand(b, t, c))
     return out, shifts
