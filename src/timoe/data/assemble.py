@@ -12,7 +12,7 @@ from typing import Any
 
 from timoe.data.base import Recording, WindowedDataset
 from timoe.data.splits import require_splits, split_by_subject
-from timoe.data.windowing import to_class_index, window_recordings
+from timoe.data.windowing import WindowMode, to_class_index, window_recordings
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,10 @@ def from_recordings(
     test_subjects: Sequence[int],
     subjects: Sequence[int] | None = None,
     config: dict[str, Any] | None = None,
+    windows: WindowMode = "segments",
 ) -> WindowedDataset:
-    """Window rs inside single-label segments, keep `classes` (in sorted order), split by subject.
+    """Window rs (`windows` mode, see timoe.data.windowing), keep `classes` (in sorted order),
+    split by subject. Steps whose label is not in `classes` get step label -1.
 
     Recording ids are positions in rs.recordings, so they do not change when `subjects`
     restricts the set (smoke runs).
@@ -57,7 +59,7 @@ def from_recordings(
         if missing:
             raise ValueError(f"{rs.name}: subjects {sorted(missing)} are not in the data")
         ids = [i for i in ids if rs.recordings[i].subject in set(subjects)]
-    win = window_recordings([rs.recordings[i] for i in ids], window, stride, ordered, ids)
+    win = window_recordings([rs.recordings[i] for i in ids], window, stride, ordered, ids, mode=windows)
     split = split_by_subject(win.subject, test_subjects, val_subjects)
     require_splits(split, rs.name)
     return WindowedDataset(

@@ -1,24 +1,38 @@
-"""Cut continuous labelled recordings into fixed-length windows inside single-label segments.
+"""Cut continuous labelled recordings into fixed-length windows.
 
-A segment is a maximal run of one label. A window never straddles two segments (so its label is
-unambiguous) nor two recordings; each window keeps its recording id and start offset so later
-temporal work (lags, per-step targets) can stay inside one recording.
+Two modes (`WindowMode`):
+- "segments": a segment is a maximal run of one label; a window never straddles two segments, so
+  its label is unambiguous and every step carries it.
+- "continuous": windows start every `stride` samples from the recording's start, whatever the
+  labels, so they cross label changes and unlabelled stretches; the per-step labels keep that
+  structure (what directed RUS needs). A window's label is the label of its LAST step: the
+  causal, end-of-window task of a real-time recogniser, which has seen the history before the
+  label it predicts. Windows whose last step is not a kept label are dropped; inside a kept
+  window, steps with other labels (unlabelled ones included) stay in x and are excluded (-1)
+  only as per-step targets, since the signal there is as real as anywhere else.
+In both modes a window's label is its last step's, and a window never straddles two recordings;
+each keeps its recording id and start offset so temporal work (lags, per-step targets) can stay
+inside one recording.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from timoe.data.base import Recording
 
+WindowMode = Literal["segments", "continuous"]
+
 
 @dataclass(frozen=True)
 class Windows:
-    """Raw windows: x (N, T, C) float32; label (N,) and step_labels (N, T) in source labels."""
+    """Raw windows: x (N, T, C) float32; label (N,) (the last step's) and step_labels (N, T) in
+    source labels."""
 
     x: np.ndarray
     label: np.ndarray
@@ -56,17 +70,33 @@ def segment_window_starts(labels: np.ndarray, window: int, stride: int, keep: Se
     return np.concatenate(out).astype(np.int64) if out else np.zeros(0, dtype=np.int64)
 
 
+def continuous_window_starts(labels: np.ndarray, window: int, stride: int, keep: Sequence[int]) -> np.ndarray:
+    """Start offsets 0, stride, 2·stride, … of the windows whose last step has a label in `keep`.
+
+    The tail shorter than `window` is dropped, as in `segment_window_starts`.
+    """
+    if window < 1 or stride < 1:
+        raise ValueError(f"window ({window}) and stride ({stride}) must be positive")
+    labels = np.asarray(labels)
+    starts = np.arange(0, labels.size - window + 1, stride, dtype=np.int64)
+    return starts[np.isin(labels[starts + window - 1], list(keep))]
+
+
 def window_recordings(
     recordings: Sequence[Recording],
     window: int,
     stride: int,
     keep: Sequence[int],
     ids: Sequence[int] | None = None,
+    mode: WindowMode = "segments",
 ) -> Windows:
-    """Windows of every recording, in recording order then start order.
+    """Windows of every recording (see the module doc for `mode`), in recording then start order.
 
     `ids` gives each recording's id (default: its position); ids must be unique.
     """
+    if mode not in ("segments", "continuous"):
+        raise ValueError(f"unknown window mode {mode!r}; known: segments, continuous")
+    find_starts = segment_window_starts if mode == "segments" else continuous_window_starts
     ids = list(range(len(recordings))) if ids is None else list(ids)
     if len(ids) != len(recordings) or len(set(ids)) != len(ids):
         raise ValueError("recording ids must be unique, one per recording")
@@ -76,7 +106,7 @@ def window_recordings(
     for rid, rec in zip(ids, recordings, strict=True):
         if rec.x.shape[1] != n_channels:
             raise ValueError(f"recording {rid} has {rec.x.shape[1]} channels, expected {n_channels}")
-        starts = segment_window_starts(rec.labels, window, stride, keep_set)
+        starts = find_starts(rec.labels, window, stride, keep_set)
         if starts.size == 0:
             continue
         # views, not copies, until the fancy index below gathers just the kept windows
@@ -84,14 +114,13 @@ def window_recordings(
         steps = sliding_window_view(rec.labels, window)[starts]  # (n, T)
         parts["x"].append(np.ascontiguousarray(xs.transpose(0, 2, 1), dtype=np.float32))
         parts["steps"].append(steps.astype(np.int32))
-        parts["label"].append(rec.labels[starts].astype(np.int32))
+        parts["label"].append(steps[:, -1].astype(np.int32))  # == the first step's in segments mode
         parts["subject"].append(np.full(starts.size, rec.subject, dtype=np.int32))
         parts["rec"].append(np.full(starts.size, rid, dtype=np.int32))
         parts["start"].append(starts.astype(np.int32))
     if not parts["x"]:
-        raise ValueError(
-            f"no window of {window} samples fits inside a segment with a label in {sorted(keep_set)}"
-        )
+        where = "inside a segment with" if mode == "segments" else "ending on"
+        raise ValueError(f"no window of {window} samples fits {where} a label in {sorted(keep_set)}")
     return Windows(
         x=np.concatenate(parts["x"]),
         label=np.concatenate(parts["label"]),
