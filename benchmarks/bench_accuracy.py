@@ -4,7 +4,7 @@ Reads results/benchmark/runs.csv (one row per data set x model x seed), prints t
 mean ± std per model and data set, and the targets with the measured value next to each:
 
 - HAPT (official UCI HAR test subjects), mean of the seeds: `timoe` >= 96.5 % and above every
-  baseline (transformer, moe, fusemoe);
+  baseline (`config.BASELINE_MODELS`: transformer, moe, fusemoe, modality-moe, hash-moe);
 - BasicMotions: `timoe` 100 %.
 
 Make the table with every model on both data sets (same hyper-parameters for all):

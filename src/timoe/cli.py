@@ -262,13 +262,19 @@ def evaluate(
     out: Annotated[Path, typer.Option()],
     rus: Annotated[list[Path] | None, typer.Option(help="quantify outputs, for the RUS figures")] = None,
     sweeps: Annotated[list[Path] | None, typer.Option(help="sweep outputs, for the sweep history")] = None,
+    checks: Annotated[
+        Path | None,
+        typer.Option(help="folder with optional claim inputs (estimator_check.csv, lag_runs.csv)"),
+    ] = None,
     params: ParamsOpt = None,
 ) -> None:
-    """Test metrics, mean ± std over seeds, paired tests, figures and the HTML/Markdown report."""
+    """Test metrics, mean ± std over seeds, paired tests, claims, figures and the HTML/Markdown report."""
     from timoe.stages.evaluate import run_evaluate, to_markdown
 
     p = _params(params)
-    summary = run_evaluate(p, model_dirs=models, out_dir=out, rus_dirs=rus, sweep_dirs=sweeps)
+    summary = run_evaluate(
+        p, model_dirs=models, out_dir=out, rus_dirs=rus, sweep_dirs=sweeps, checks_dir=checks
+    )
     typer.echo(to_markdown(summary, [*p.evaluate.metrics, "auroc"]))
     typer.echo(f"report: {out / 'report.html'}")
 

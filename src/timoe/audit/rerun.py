@@ -159,6 +159,7 @@ def stage_command(
             *numbered["model"],
             *[a for d in numbered["rus"] for a in ("--rus", d)],
             *[a for d in numbered["sweep"] for a in ("--sweeps", d)],
+            *opt("checks"),
             *tail,
         ]
     raise AuditError(f"cannot reproduce a run of stage {stage!r}")

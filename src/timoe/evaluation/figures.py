@@ -11,16 +11,36 @@ import polars as pl
 from timoe.evaluation.metrics import confusion
 from timoe.stages.common import matplotlib_agg
 
+# Saved at 150 dpi and >= 6 in wide: every figure is at least 900 px wide, so the report shows it at
+# ~900 px without upscaling (at 100 dpi, squeezed to 520 px, the tick labels were unreadable).
+DPI = 150
+
+# What to look at in each kind of figure: the caption under it in the report.
+CAPTIONS = {
+    "confusion": "Rows are the true classes, columns the predictions, each row normalised to 1 and "
+    "pooled over seeds. Look at the off-diagonal cells: they show which classes the model confuses.",
+    "curves": "Left: training loss per epoch; right: validation accuracy, one line per seed. A loss "
+    "still falling at the last epoch means more epochs could help; seeds far apart mean an unstable run.",
+    "experts": "Share of top-k assignments per expert for the tokens of each interaction regime (test "
+    "split). Guided routing shows different bars per regime (synergy tokens on the synergy experts); "
+    "bars of equal height in every regime mean the router ignores the regime.",
+    "rus": "Redundancy R, uniqueness U1/U2 and synergy S (bits) of each modality pair against the lag, "
+    "on the training split. Look at the lags where a component stands out: there the prior steers "
+    "routing; flat lines mean the prior is the same at every step.",
+    "sweep": "Validation metric of each sweep trial (dots) and the best so far (line). A best-so-far "
+    "line still rising at the last trial means the sweep was too short.",
+}
+
 
 def confusion_figure(preds: dict[str, pl.DataFrame], classes: list[str], title: str, path: Path) -> Path:
     """Row-normalised test confusion matrix, pooled over the seeds in `preds`."""
     plt = matplotlib_agg()
     cm = sum(confusion(p["label"].to_numpy(), p["pred"].to_numpy(), len(classes)) for p in preds.values())
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(0.6 * len(classes) + 3, 0.5 * len(classes) + 2.5))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(classes) + 3), 0.5 * len(classes) + 2.5))
     ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(classes)), classes, fontsize=8)
     for i in range(len(classes)):
         for j in range(len(classes)):
             ax.text(
@@ -29,14 +49,14 @@ def confusion_figure(preds: dict[str, pl.DataFrame], classes: list[str], title: 
                 f"{norm[i, j]:.2f}",
                 ha="center",
                 va="center",
-                fontsize=6,
+                fontsize=8,
                 color="white" if norm[i, j] > 0.5 else "black",
             )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -44,19 +64,19 @@ def confusion_figure(preds: dict[str, pl.DataFrame], classes: list[str], title: 
 def curves_figure(histories: dict[str, list[dict[str, float]]], title: str, path: Path) -> Path:
     """Training loss and validation accuracy per epoch, one line per run."""
     plt = matplotlib_agg()
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3))
+    fig, ax = plt.subplots(1, 2, figsize=(8, 3.4))
     for label, hist in sorted(histories.items()):
         ep = [h["epoch"] for h in hist]
         ax[0].plot(ep, [h["train_loss"] for h in hist], label=label)
         ax[1].plot(ep, [h["val_accuracy"] for h in hist], label=label)
-    ax[0].set_title("train loss", fontsize=9)
-    ax[1].set_title("validation accuracy", fontsize=9)
+    ax[0].set_title("train loss", fontsize=10)
+    ax[1].set_title("validation accuracy", fontsize=10)
     for a in ax:
         a.set_xlabel("epoch")
-    ax[1].legend(fontsize=6)
-    fig.suptitle(title, fontsize=9)
+    ax[1].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -65,7 +85,7 @@ def rus_figure(table: pl.DataFrame, title: str, path: Path) -> Path:
     """R, U1, U2, S against lag, one panel per modality pair."""
     plt = matplotlib_agg()
     pairs = sorted(table["pair"].unique().to_list())
-    fig, axes = plt.subplots(1, len(pairs), figsize=(4 * len(pairs), 3), squeeze=False)
+    fig, axes = plt.subplots(1, len(pairs), figsize=(max(6, 4 * len(pairs)), 3.5), squeeze=False)
     for ax, pair in zip(axes[0], pairs, strict=True):
         sub = table.filter(pl.col("pair") == pair).sort("lag")
         for comp in ("R", "U1", "U2", "S"):
@@ -76,7 +96,7 @@ def rus_figure(table: pl.DataFrame, title: str, path: Path) -> Path:
     axes[0][-1].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -105,7 +125,7 @@ def expert_usage_figure(routing: dict[str, dict], title: str, path: Path) -> Pat
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -136,7 +156,7 @@ def sweep_history_figure(trials_csv: dict[str, Path], title: str, path: Path) ->
     ax.legend(fontsize=6)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 

@@ -7,7 +7,10 @@ import math
 import numpy as np
 import polars as pl
 
-BASELINES = ("transformer", "moe", "fusemoe")
+from timoe.config import BASELINE_MODELS
+
+# The models every other model is compared with (one list, in config.py).
+BASELINES = BASELINE_MODELS
 
 
 def _binary_auroc(pos: np.ndarray, scores: np.ndarray) -> float:
@@ -89,3 +92,39 @@ def compare_with_best_baseline(runs: pl.DataFrame, metric: str = "accuracy") -> 
         "p_value": pl.Float64,
     }
     return pl.DataFrame(rows, schema=schema)
+
+
+def one_sided_t(d: np.ndarray, null: float, alternative: str) -> float:
+    """p-value of the one-sample t-test of mean(d) against `null`, H1: mean > null ("greater") or
+    mean < null ("less"); nan for fewer than two values.
+
+    Constant differences (zero variance, e.g. identical runs) leave t undefined; the mean then
+    either lies on the alternative's side (p = 0) or not (p = 1), which is the limit of the test.
+    """
+    from scipy import stats
+
+    d = np.asarray(d, dtype=float)
+    if len(d) < 2:
+        return float("nan")
+    mean = float(d.mean())
+    if np.allclose(d, d[0], rtol=0.0, atol=1e-12):
+        side = mean > null if alternative == "greater" else mean < null
+        return 0.0 if side and not math.isclose(mean, null, abs_tol=1e-12) else 1.0
+    return float(stats.ttest_1samp(d, popmean=null, alternative=alternative).pvalue)
+
+
+def tost(d: np.ndarray, margin: float) -> float:
+    """Two one-sided tests of equivalence: H1 is -margin < mean(d) < margin; the p-value is the
+    larger of the two one-sided p-values (equivalence at level α iff the 1 - 2α CI lies inside)."""
+    return max(one_sided_t(d, -margin, "greater"), one_sided_t(d, margin, "less"))
+
+
+def mean_ci(d: np.ndarray, level: float = 0.90) -> tuple[float, float]:
+    """Two-sided t confidence interval of mean(d); 90 % matches one-sided tests at 5 % and TOST."""
+    from scipy import stats
+
+    d = np.asarray(d, dtype=float)
+    if len(d) < 2:
+        return float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2, len(d) - 1)) * float(d.std(ddof=1)) / math.sqrt(len(d))
+    return float(d.mean()) - half, float(d.mean()) + half

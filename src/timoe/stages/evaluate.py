@@ -16,8 +16,10 @@ import polars as pl
 from timoe.atomic import atomic_dir
 from timoe.config import Params
 from timoe.evaluation import figures as figs
+from timoe.evaluation.claims import evaluate_claims, load_checks
+from timoe.evaluation.diagnostics import diagnostics_table, run_diagnostics
 from timoe.evaluation.metrics import accuracy, macro_f1, per_class_recall
-from timoe.evaluation.report import summary_markdown, write_html, write_markdown
+from timoe.evaluation.report import Figure, report_blocks, summary_markdown, write_html, write_markdown
 from timoe.evaluation.stats import auroc_ovr, compare_with_best_baseline
 from timoe.stages.common import save_json
 from timoe.tracking import experiment_name, git_state, log_artifacts_from, tracked_run
@@ -40,8 +42,13 @@ def _last_epoch(meta: dict[str, Any], key: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _routing(model_dir: Path) -> dict[str, Any] | None:
+    path = Path(model_dir) / "routing.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def score_run(model_dir: Path) -> dict[str, Any]:
-    """Score one train output from its saved test predictions."""
+    """Score one train output from its saved test predictions (and routing diagnostics, if any)."""
     meta, preds = _read_train_output(model_dir)
     y, yhat = preds["label"].to_numpy(), preds["pred"].to_numpy()
     n_classes = len(meta["classes"])
@@ -60,6 +67,9 @@ def score_run(model_dir: Path) -> dict[str, Any]:
         # spreads every token uniformly, i.e. it does not route. None for the dense model.
         "routing_entropy": _last_epoch(meta, "train_routing_entropy"),
     }
+    # every diagnostics column on every row (null without routing.json), so the table's schema
+    # never depends on which model happened to come first
+    row.update(run_diagnostics(_routing(model_dir)))
     for name, r in zip(meta["classes"], recall, strict=True):
         row[f"recall.{name}"] = None if np.isnan(r) else float(r)
     return row
@@ -88,45 +98,48 @@ def _recall_table(runs: pl.DataFrame) -> pl.DataFrame:
     return out.rename({c: c.removeprefix("recall.") for c in cols})
 
 
-def _figures(tmp: Path, model_dirs: list[Path], rus_dirs: list[Path], sweep_dirs: list[Path]) -> list[Path]:
-    made: list[Path] = []
-    groups: dict[tuple[str, str], list[Path]] = {}
-    for d in model_dirs:
-        meta = json.loads((Path(d) / "metrics.json").read_text())
-        groups.setdefault((meta["dataset"], meta["model"]), []).append(Path(d))
-    for (ds, model), dirs in sorted(groups.items()):
-        metas = {d.name: json.loads((d / "metrics.json").read_text()) for d in dirs}
-        preds = {d.name: _read_train_output(d)[1] for d in dirs}
-        classes = next(iter(metas.values()))["classes"]
-        made.append(
+def _model_figures(tmp: Path, ds: str, model: str, dirs: list[Path]) -> list[Figure]:
+    metas = {d.name: json.loads((d / "metrics.json").read_text()) for d in dirs}
+    preds = {d.name: _read_train_output(d)[1] for d in dirs}
+    classes = next(iter(metas.values()))["classes"]
+    cap = figs.CAPTIONS
+    made = [
+        Figure(
             figs.confusion_figure(
                 preds, classes, f"{ds} / {model}: test confusion", tmp / f"confusion_{ds}_{model}.png"
-            )
-        )
-        made.append(
+            ),
+            f"{model}: test confusion matrix",
+            cap["confusion"],
+            ds,
+        ),
+        Figure(
             figs.curves_figure(
                 {k: m["history"] for k, m in metas.items()},
                 f"{ds} / {model}",
                 tmp / f"curves_{ds}_{model}.png",
-            )
-        )
-        routing = {
-            d.name: json.loads((d / "routing.json").read_text())
-            for d in dirs
-            if (d / "routing.json").exists()
-        }
-        usage = figs.expert_usage_figure(
-            routing, f"{ds} / {model}: expert usage by interaction regime", tmp / f"experts_{ds}_{model}.png"
-        )
-        if usage is not None:
-            made.append(usage)
+            ),
+            f"{model}: training curves",
+            cap["curves"],
+            ds,
+        ),
+    ]
+    routing = {d.name: r for d in dirs if (r := _routing(d)) is not None}
+    usage = figs.expert_usage_figure(
+        routing, f"{ds} / {model}: expert usage by interaction regime", tmp / f"experts_{ds}_{model}.png"
+    )
+    if usage is not None:
+        made.append(Figure(usage, f"{model}: expert usage by interaction regime", cap["experts"], ds))
+    return made
+
+
+def _figures(tmp: Path, model_dirs: list[Path], rus_dirs: list[Path], sweep_dirs: list[Path]) -> list[Figure]:
+    """Every report figure with its caption, grouped by data set (RUS and sweeps first in each)."""
+    made: list[Figure] = []
     for d in rus_dirs:
+        ds = Path(d).name
         table = pl.read_parquet(Path(d) / "rus.parquet")
-        made.append(
-            figs.rus_figure(
-                table, f"{Path(d).name}: RUS over lags (train split)", tmp / f"rus_{Path(d).name}.png"
-            )
-        )
+        path = figs.rus_figure(table, f"{ds}: RUS over lags (train split)", tmp / f"rus_{ds}.png")
+        made.append(Figure(path, "RUS over lags (train split)", figs.CAPTIONS["rus"], ds))
     by_ds: dict[str, dict[str, Path]] = {}
     for d in sweep_dirs:
         d = Path(d)
@@ -135,8 +148,15 @@ def _figures(tmp: Path, model_dirs: list[Path], rus_dirs: list[Path], sweep_dirs
     for ds, csvs in sorted(by_ds.items()):
         hist = figs.sweep_history_figure(csvs, f"{ds}: sweep history", tmp / f"sweep_{ds}.png")
         if hist is not None:
-            made.append(hist)
-    return made
+            made.append(Figure(hist, "sweep history", figs.CAPTIONS["sweep"], ds))
+    groups: dict[tuple[str, str], list[Path]] = {}
+    for d in model_dirs:
+        meta = json.loads((Path(d) / "metrics.json").read_text())
+        groups.setdefault((meta["dataset"], meta["model"]), []).append(Path(d))
+    for (ds, model), dirs in sorted(groups.items()):
+        made += _model_figures(tmp, ds, model, dirs)
+    # stable sort: one section per data set, in name order, figures in the order made
+    return sorted(made, key=lambda f: f.group)
 
 
 def run_evaluate(
@@ -146,7 +166,14 @@ def run_evaluate(
     out_dir: Path,
     rus_dirs: list[Path] | None = None,
     sweep_dirs: list[Path] | None = None,
+    checks_dir: Path | None = None,
 ) -> pl.DataFrame:
+    """Score every train output, test the claims, write the tables, figures and the report.
+
+    `checks_dir` may hold optional inputs of claims the default runs cannot measure
+    (estimator_check.csv, lag_runs.csv; see timoe.evaluation.claims); without them those claims
+    are NOT TESTABLE, with the reason.
+    """
     if not model_dirs:
         raise ValueError("evaluate needs at least one train output")
     metrics = [*params.evaluate.metrics, "auroc"]
@@ -154,6 +181,9 @@ def run_evaluate(
     inputs = {f"model{i}": Path(d) for i, d in enumerate(model_dirs)}
     inputs |= {f"rus{i}": Path(d) for i, d in enumerate(rus_dirs)}
     inputs |= {f"sweep{i}": Path(d) for i, d in enumerate(sweep_dirs)}
+    checks = load_checks(checks_dir)
+    if checks:  # one folder input, so `timoe audit reproduce` can pass it back as --checks
+        inputs["checks"] = Path(checks_dir)
     with atomic_dir(out_dir) as tmp:
         import mlflow
 
@@ -171,18 +201,29 @@ def run_evaluate(
             summary = summarise(runs, metrics)
             tests = compare_with_best_baseline(runs, "accuracy")
             recall = _recall_table(runs)
+            claims = evaluate_claims(runs, checks)
             runs.write_csv(tmp / "runs.csv")
             summary.write_csv(tmp / "metrics.csv")
             tests.write_csv(tmp / "paired_tests.csv")
+            claims.write_csv(tmp / "claims.csv")
             (tmp / "metrics.md").write_text(to_markdown(summary, metrics))
             figures = _figures(tmp, [Path(d) for d in model_dirs], rus_dirs, sweep_dirs)
-            write_markdown(tmp / "report.md", summary, tests, recall, metrics, figures)
+            blocks = report_blocks(
+                claims=claims,
+                summary=summary,
+                tests=tests,
+                recall=recall,
+                diagnostics=diagnostics_table(runs),
+                metrics=metrics,
+                figures=figures,
+            )
+            write_markdown(tmp / "report.md", blocks)
             provenance = {
                 **git_state(),
                 "mlflow_run_id": run.info.run_id,
                 "train_runs": ", ".join(runs["run_id"].to_list()),
             }
-            write_html(tmp / "report.html", summary, tests, metrics, figures, provenance)
+            write_html(tmp / "report.html", blocks, provenance)
             save_json(tmp / "summary.json", summary.to_dicts())
             for r in summary.iter_rows(named=True):
                 for m in metrics:
@@ -197,10 +238,11 @@ def run_evaluate(
                         "metrics.md",
                         "runs.csv",
                         "paired_tests.csv",
+                        "claims.csv",
                         "report.md",
                         "report.html",
                     )
                 ]
             )
-            log_artifacts_from(figures, artifact_path="figures")
+            log_artifacts_from([f.path for f in figures], artifact_path="figures")
     return summary
