@@ -137,7 +137,10 @@ def _figures(tmp: Path, model_dirs: list[Path], rus_dirs: list[Path], sweep_dirs
     made: list[Figure] = []
     for d in rus_dirs:
         ds = Path(d).name
-        table = pl.read_parquet(Path(d) / "rus.parquet")
+        # The dataset-level table: rus.parquet holds one table per context, which one line per
+        # (pair, component) cannot show; the quantify stage's heatmaps show the contexts.
+        dataset_table = Path(d) / "rus_dataset.parquet"
+        table = pl.read_parquet(dataset_table if dataset_table.exists() else Path(d) / "rus.parquet")
         path = figs.rus_figure(table, f"{ds}: RUS over lags (train split)", tmp / f"rus_{ds}.png")
         made.append(Figure(path, "RUS over lags (train split)", figs.CAPTIONS["rus"], ds))
     by_ds: dict[str, dict[str, Path]] = {}
