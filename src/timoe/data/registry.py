@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from timoe.config import DataConfig
-from timoe.data import basicmotions, hapt
+from timoe.data import basicmotions, hapt, synthetic_regimes
 from timoe.data.base import WindowedDataset
 from timoe.data.errors import UnknownDatasetError
 
@@ -24,6 +24,7 @@ DatasetBuilder = Callable[[DataConfig], WindowedDataset]
 DATASETS: dict[str, DatasetBuilder] = {
     "hapt": hapt.build,
     "basicmotions": basicmotions.build,
+    "synthetic-regimes": synthetic_regimes.build,
 }
 
 
