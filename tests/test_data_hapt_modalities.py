@@ -225,3 +225,46 @@ def test_directed_rus_is_nonzero_only_on_continuous_windows() -> None:
     assert 0.0 < bound < 0.02
     assert (directed > 1e-4).all() and (directed <= bound + 1e-9).all()
     assert (lagged > 20 * directed).all()
+
+
+@needs_hapt
+def test_quantify_with_past_horizon_64_finds_directed_interactions(tmp_path) -> None:
+    """workflow/hapt-transitions.yaml's quantify (continuous windows, three modalities, directed form
+    with rus.past_horizon 64) on 7 subjects: where Y_{t-1} bounds every term by ~0.01 bits, Y_{t-64}
+    leaves a pair × lag above 0.05 bits (U_body and U_gyro are ~0.07 on all subjects too), which a
+    window permutation of x (same labels, X-Y link cut) does not reach.  About 15 s."""
+    from pathlib import Path
+
+    from timoe.config import load_params
+    from timoe.data.io import load_prepared
+    from timoe.data.prepare import prepare_dataset
+    from timoe.interactions.temporal import compute_temporal_rus
+    from timoe.stages.quantify import estimate
+
+    root = Path(__file__).resolve().parents[1]
+    params = load_params(root / "params.yaml", root / "workflow" / "hapt-transitions.yaml")
+    assert params.rus.form == "directed" and params.rus.past_horizon == 64
+    hc = params.data.hapt.model_copy(update={"subjects": [1, 2, 3, 5, 6, 7, 8], "val_subjects": [1],
+                                             "test_subjects": [2]})
+    params = params.model_copy(update={"data": params.data.model_copy(update={"hapt": hc}),
+                                       "rus": params.rus.model_copy(update={"device": "cpu"})})
+    prepare_dataset("hapt", params.data, tmp_path / "data")
+    train = load_prepared(tmp_path / "data").subset("train")
+    res = estimate(params, train)  # the quantify stage's computation: dataset table + per-context ones
+    table, per_context = res["dataset_table"], res["table"]
+    n_rows = 3 * len(params.rus.lags)  # three modalities: three pairs
+    assert table.height == n_rows and per_context.height == res["spec"].n_contexts * n_rows
+    # every lag (≤ 64) samples the windows' last 64 steps whose label and label 64 steps back are valid
+    steps = train.step_labels
+    valid = int(((steps[:, 64:] >= 0) & (steps[:, :64] >= 0)).sum())
+    assert (table["n_samples"] == min(params.rus.max_samples, valid)).all()
+    comps = ["U1", "U2", "S"]
+    assert table.select(comps).to_numpy().max() > 0.05
+    assert np.isfinite(per_context.select(comps).to_numpy()).all()
+    mods = {m: list(ch) for m, ch in train.meta["modalities"].items()}
+    near = compute_temporal_rus(train.x, train.step_labels, mods,
+                                params.rus.model_copy(update={"past_horizon": 1}))
+    assert near["total"].max() < 0.02  # the h = 1 bound H(Y_t | Y_{t-1}) is ~0.01 bits
+    perm = np.random.default_rng(0).permutation(len(train.x))
+    cut = compute_temporal_rus(train.x[perm], train.step_labels, mods, params.rus)
+    assert cut.select(comps).to_numpy().max() < 0.5 * table.select(comps).to_numpy().max()

@@ -135,3 +135,86 @@ def test_synthetic_ground_truth() -> None:
     assert task.step_labels.shape == (5, 10) and task.modalities == {"a": [0, 1, 2], "b": [3, 4, 5]}
     with pytest.raises(ValueError):
         make_process("nope")
+
+
+# ------------------------------------------------------------------ rus.past_horizon
+def test_past_horizon_1_reproduces_the_directed_form_before_the_option() -> None:
+    """Regression: the default (h = 1) gives the numbers the directed form gave before
+    rus.past_horizon existed (values recorded from that code, ignored labels and dwell bins included)."""
+    task = make_process("persistent_lead1", seed=2, n_windows=120, window=48)
+    labels = task.step_labels.copy()
+    labels[:, ::7] = -1
+    before = {  # past_bins -> rows (lag 0, 1, 3) of R, U1, U2, S
+        0: [[0.0035119359, 0.3092559065, 0.0, 0.0073677183], [0.0013729309, 0.5608503576, 0.0, 0.0],
+            [0.0002690399, 0.002492806, 0.0013653251, 0.0044838231]],
+        3: [[0.0095952694, 0.3087128514, 0.0, 0.0162046309], [0.0081411079, 0.5511914581, 0.0, 0.0],
+            [0.0004749884, 0.0021001249, 0.0049056815, 0.0054420497]],
+    }
+    for past_bins, rows in before.items():
+        cfg = RusConfig(lags=[0, 1, 3], past_bins=past_bins, device="cpu")
+        assert cfg.past_horizon == 1
+        df = compute_temporal_rus(task.x, labels, task.modalities, cfg)
+        assert df["n_samples"].to_list() == [4080, 4080, 3960]
+        np.testing.assert_allclose(df.select(COMPS).to_numpy(), rows, atol=1e-6)
+        explicit = compute_temporal_rus(task.x, labels, task.modalities,
+                                        cfg.model_copy(update={"past_horizon": 1}))
+        assert df.drop("seconds").equals(explicit.drop("seconds"))
+
+
+def _sticky_leading_sensor(n: int, steps: int, lead: int, p_change: float, k: int = 4,
+                           seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A label that rarely changes per step, and a sensor that shows it `lead` steps early.
+
+    Y: per window a Markov chain on k labels (uniform start, which is its stationary law) leaving
+    its label w.p. p_change per step for a uniform other one.  X1_t = Y_{t+lead} (so Y_t is a
+    function of X1_{t-lead}), X2 i.i.d. uniform noise.  Returns x (n, steps, 2) float32 and
+    labels (n, steps) int64.
+    """
+    rng = np.random.default_rng(seed)
+    y = np.empty((n, steps + lead), dtype=np.int64)
+    y[:, 0] = rng.integers(0, k, n)
+    for t in range(1, steps + lead):
+        move = rng.random(n) < p_change
+        y[:, t] = np.where(move, (y[:, t - 1] + rng.integers(1, k, n)) % k, y[:, t - 1])
+    x = np.stack([y[:, lead:], rng.integers(0, k, (n, steps))], -1).astype(np.float32)
+    return x, y[:, :steps]
+
+
+def test_past_horizon_recovers_what_y_t_minus_1_hides() -> None:
+    """Labels change at 1 / 400 of the steps, so Y_{t-1} (nearly) determines Y_t and every h = 1
+    term is bounded near 0, although X1_{t-4} determines Y_t.  Conditioning on Y_{t-48} instead
+    leaves the label changes of the last 48 steps (~11 % of the samples) to explain: U1 at lag 4 is
+    then H(Y_t | Y_{t-48}), 0.5-0.7 bits, and cutting the X-Y link (windows permuted) sends it back
+    to the plug-in bias floor (≈ 0.02-0.03 bits: the sticky X1 leaves few independent samples)."""
+    lead, h = 4, 48
+    x, labels = _sticky_leading_sensor(600, 96, lead, 1 / 400)
+    mods = {"a": [0], "b": [1]}
+    cfg = RusConfig(lags=[0, lead, 16], n_bins=4, device="cpu")
+    near = compute_temporal_rus(x, labels, mods, cfg)
+    far = compute_temporal_rus(x, labels, mods, cfg.model_copy(update={"past_horizon": h}))
+    perm = np.random.default_rng(1).permutation(len(x))
+    cut = compute_temporal_rus(x[perm], labels, mods, cfg.model_copy(update={"past_horizon": h}))
+    u1_near = dict(zip(near["lag"], near["U1"], strict=True))
+    u1_far = dict(zip(far["lag"], far["U1"], strict=True))
+    assert u1_near[lead] < 0.05 and u1_far[lead] > 0.4 and u1_far[lead] > 10 * u1_near[lead]
+    assert max(far.filter(pl.col("lag") == lead).row(0, named=True)[c] for c in ("R", "U2", "S")) < 0.03
+    assert cut["total"].max() < min(0.05, 0.1 * u1_far[lead])
+    # samples: t ≥ max(lag, h) in each window, so neither X_{t-lag} nor Y_{t-h} leaves the window
+    assert far["n_samples"].to_list() == [600 * (96 - h)] * 3
+    assert near["n_samples"].to_list() == [600 * 95, 600 * (96 - lead), 600 * (96 - 16)]
+    assert set(far["form"]) == {"directed"}
+
+
+def test_past_horizon_needs_a_valid_past_inside_the_window() -> None:
+    x, labels = _sticky_leading_sensor(30, 20, 2, 0.2)
+    mods = {"a": [0], "b": [1]}
+    labels[:, 3] = -1  # step 3 is ignored: the target at 3 + h has no past and is dropped
+    df = compute_temporal_rus(x, labels, mods, RusConfig(lags=[0, 8], past_horizon=5, device="cpu"))
+    # lag 0: t in 5..19 minus t = 8 (past at 3); lag 8: t in 8..19 (t = 8 has its past at 3)
+    assert df["n_samples"].to_list() == [30 * 14, 30 * 11]
+    lagged = compute_temporal_rus(x, labels, mods, RusConfig(lags=[0], form="lagged_mi", past_horizon=5))
+    assert lagged["n_samples"][0] == 30 * 19  # lagged_mi ignores the horizon
+    with pytest.raises(ValueError, match="past_horizon=20"):
+        compute_temporal_rus(x, labels, mods, RusConfig(lags=[0], past_horizon=20))
+    with pytest.raises(ValueError):
+        RusConfig(past_horizon=0)

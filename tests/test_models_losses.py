@@ -92,7 +92,8 @@ def test_aux_losses_weights_and_layer_average() -> None:
     S = torch.zeros(2, 2, 2)
     U = torch.tensor([[0.6, 0.6], [0.2, 0.7]])
     rus = RusPrior(U, R, S)
-    cfg = LossConfig(lambda_r=2.0, lambda_u=3.0, lambda_s=5.0, lambda_load=0.5, lambda_z=0.0, weighting="hard",
+    cfg = LossConfig(lambda_r=2.0, lambda_u=3.0, lambda_s=5.0, lambda_load=0.5, lambda_z=0.0,
+                     weighting="hard",
                      probs="router", tau_r=0.1, tau_u=0.5, tau_s=0.1)
     total, parts = aux_losses([route, route], rus, cfg, n_synergy=1,
                               active=["load", "redundancy", "uniqueness", "synergy"])

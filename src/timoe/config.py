@@ -198,6 +198,18 @@ class RusConfig(_Strict):
     )
     discretizer: Literal["quantile", "uniform", "kmeans"] = "quantile"
     past_bins: int = Field(0, ge=0, le=64, description="0: condition on the previous label itself")
+    # The directed form conditions on a summary of the target's past taken h = past_horizon steps
+    # before t.  h = 1 is the standard directed-information conditioning on Y_{t-1}.  h > 1
+    # conditions on Y_{t-h} (crossed with the dwell-time bin measured at t-h when past_bins > 0):
+    # a coarser past that keeps the label's dynamics between t-h and t in the estimate.  That is
+    # NOT the textbook DI(tau); it is a PID conditioned on an older past.  It matters where labels
+    # rarely change per step (HAPT: H(Y_t | Y_{t-1}) ~ 0.01 bits bounds every h = 1 term).
+    past_horizon: int = Field(
+        1, ge=1,
+        description="form=directed: condition on the target's past summary at t - h; 1 = Y_{t-1} "
+        "(directed information); h > 1 = Y_{t-h} (and its dwell bin at t-h), a conditioned PID on an "
+        "older past, not DI(tau); needs windows longer than h",
+    )
     max_samples: int = Field(200_000, ge=100)
     solver_tol: float = Field(1e-7, gt=0.0, le=1e-2)
     device: Literal["auto", "cpu", "cuda"] = "auto"

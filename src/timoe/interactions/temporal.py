@@ -11,10 +11,14 @@ For lag τ a sample is (X1_{t−τ}, X2_{t−τ}, Y_t) with both positions insid
 pair never crosses a recording or subject boundary (windows lie inside one recording).  Forms:
 - "lagged_mi" (the reference code's): PID of I(Y_t; X1_{t−τ}, X2_{t−τ}).
 - "directed" (default): condition on the target's past.  The PID of (X1, X2; Y_t) is computed within
-  each stratum of the past summary — Y_{t−1} itself (cfg.past_bins = 0), or Y_{t−1} crossed with
-  cfg.past_bins quantile bins of how long Y has held that value (a semi-Markov summary of Y^{t−1})
-  — and averaged with the strata's weights p(stratum): the conditional PID, whose total is
-  I(X1_{t−τ}, X2_{t−τ}; Y_t | past).  Samples need a valid Y_{t−1} in the same window.
+  each stratum of the past summary — Y_{t−h} itself (cfg.past_bins = 0), or Y_{t−h} crossed with
+  cfg.past_bins quantile bins of how long Y has held that value at t − h (a semi-Markov summary of
+  Y^{t−h}) — and averaged with the strata's weights p(stratum): the conditional PID, whose total is
+  I(X1_{t−τ}, X2_{t−τ}; Y_t | past).  h = cfg.past_horizon: h = 1 (default) is the directed-
+  information conditioning on Y_{t−1}; h > 1 is a conditioned PID on an older, coarser past (not
+  DI(τ)), which leaves the label's dynamics between t − h and t in the estimate — on data whose
+  labels rarely change from one step to the next, H(Y_t | Y_{t−1}) bounds every h = 1 term near 0.
+  Samples need a valid Y_{t−h} in the same window (t ≥ max(τ, h)).
 With one label per window (sequence_level=True), each window gives one sample: drop its last τ steps,
 mean-pool each modality's scalar, pair with the window label (as the reference does); no target
 past exists there, so the form is always "lagged_mi".
@@ -107,6 +111,10 @@ def compute_temporal_rus(x: np.ndarray, step_labels: np.ndarray | None,
         if step_labels is None or np.asarray(step_labels).shape != x.shape[:2]:
             raise ValueError("step_labels must have shape (N, T)")
         labels, form = np.asarray(step_labels), cfg.form
+        if form == "directed" and cfg.past_horizon >= x.shape[1]:
+            # no target step has its past inside the window: every row would be an empty table
+            raise ValueError(f"rus.past_horizon={cfg.past_horizon} needs windows longer than that "
+                             f"(T = {x.shape[1]})")
     if cfg.estimator != "exact":
         rows = neural_rows(x, labels, modalities, pairs, cfg, form, sequence_level, seed)
         return _frame(rows, pairs, t0)
@@ -150,9 +158,9 @@ def _step_tables(feats: dict[str, np.ndarray], labels: np.ndarray, pairs: list[t
     shape = (cfg.n_bins, cfg.n_bins, n_classes)
     tables, meta = [], []
     for lag in tqdm(cfg.lags, desc="RUS tables (lags)", disable=None):  # a bar on terminals only
-        wi, ti = step_index(y, lag, directed, cfg.max_samples, seed)
+        wi, ti = step_index(y, lag, directed, cfg.max_samples, seed, cfg.past_horizon)
         ys = y[wi, ti]
-        strata = past[wi, ti - 1] if directed else np.zeros(len(wi), dtype=np.int64)
+        strata = past[wi, ti - cfg.past_horizon] if directed else np.zeros(len(wi), dtype=np.int64)
         weights = np.bincount(strata, minlength=n_strata).astype(np.float64)
         for a, b in pairs:
             tables.append(joint_counts(codes[a][wi, ti - lag], codes[b][wi, ti - lag], ys, shape,

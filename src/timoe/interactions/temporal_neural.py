@@ -2,8 +2,8 @@
 
 Unlike the exact path, no scalar feature or binning: X1, X2 are the modalities' raw channels at
 t − τ (step-level) or their channel means over the first T − τ steps (sequence-level).  The directed
-form hands the estimator the target's past stratum as context (conditional PID: discriminators see
-the stratum and the coupling pairs samples of the same stratum only).
+form hands the estimator the target's past stratum (at t − rus.past_horizon) as context (conditional
+PID: discriminators see the stratum and the coupling pairs samples of the same stratum only).
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ def _lag_samples(x: np.ndarray, labels: np.ndarray, modalities: Mapping[str, Seq
     directed = form == "directed"
     past, _ = past_strata(y, n_classes, cfg.past_bins) if directed else (y, 1)
     for lag in cfg.lags:
-        wi, ti = step_index(y, lag, directed, cfg.max_samples, seed)
+        wi, ti = step_index(y, lag, directed, cfg.max_samples, seed, cfg.past_horizon)
         src = x[wi, ti - lag]
-        out[lag] = LagSamples(src[:, ch1], src[:, ch2], y[wi, ti], past[wi, ti - 1] if directed else None)
+        context = past[wi, ti - cfg.past_horizon] if directed else None
+        out[lag] = LagSamples(src[:, ch1], src[:, ch2], y[wi, ti], context)
     return out
 
 

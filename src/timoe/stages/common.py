@@ -9,6 +9,7 @@ from typing import Any
 
 from timoe.config import SWEEPABLE_KEYS, ConfigError, Params, validate
 
+
 def needs_rus(model_name: str) -> bool:
     """Whether a model reads the quantify stage's output (models.MODEL_SPECS says)."""
     from timoe.models.model import MODEL_SPECS

@@ -184,8 +184,10 @@ def run_quantify(params: Params, *, dataset: str, data_dir: Path, out_dir: Path)
             run_name=f"quantify/{dataset}",
         ):
             if rc.form == "directed" and labels_constant_within_windows(train.step_labels):
+                # true for any rus.past_horizon: Y_{t-h} lies in the same window, so it fixes Y_t too
                 note = ("rus.form is 'directed' but every training window holds one label, so Y_t is "
-                        "determined by Y_{t-1} and all directed RUS terms are 0; use 'lagged_mi' here")
+                        "determined by Y_{t-1} (and by Y_{t-h} for any rus.past_horizon h) and all "
+                        "directed RUS terms are 0; use 'lagged_mi' here")
                 print(f"timoe: warning: {note}", file=sys.stderr)
                 mlflow.set_tag("warning", note)
             res = estimate(params, train)
@@ -204,6 +206,8 @@ def run_quantify(params: Params, *, dataset: str, data_dir: Path, out_dir: Path)
                 "n_train_windows": len(train.label),
                 "estimator": rc.estimator,
                 "form": rc.form,
+                # the past the directed form conditions on (Y_{t-h}); None for lagged_mi
+                "past_horizon": rc.past_horizon if rc.form == "directed" else None,
                 "scope": spec.scope,
                 "n_contexts": spec.n_contexts,
                 "counts": spec.counts,
