@@ -7,9 +7,9 @@ mean ± std per model and data set, and the targets with the measured value next
   baseline (`config.BASELINE_MODELS`: transformer, moe, fusemoe, modality-moe, hash-moe);
 - BasicMotions: `timoe` 100 %.
 
-Make the table with every model on both data sets (same hyper-parameters for all):
+The default pipeline is the comparison (every model, same hyper-parameters and sweep budget):
 
-    snakemake --cores 2 --profile workflow/profiles/default --configfile workflow/compare.yaml
+    make run        # or: snakemake --cores 2 --profile workflow/profiles/default
     python benchmarks/bench_accuracy.py [--runs results/benchmark/runs.csv]
 
 Exits 0 whether or not a target is met (it reports; it does not gate), 2 when the table is

@@ -141,12 +141,24 @@ def _planned_rules(repo: Path, extra: str) -> set[str]:
     return set(re.findall(r"^(?:local)?rule (\w+):", r.stdout + r.stderr, flags=re.M)) - {"all"}
 
 
+def _planned_jobs(repo: Path, extra: str) -> list[str]:
+    """Output paths of the jobs a dry run plans."""
+    (repo / "extra.yaml").write_text(extra)
+    cmd = ["snakemake", "-n", "--cores", "2", "--profile", "workflow/profiles/default", "--configfile",
+           "workflow/smoke.yaml", "local.yaml", "extra.yaml"]
+    r = sh(cmd, repo)
+    return re.findall(r"^\s+output: (\S+)", r.stdout + r.stderr, flags=re.M)
+
+
 def test_train_change_reruns_train_and_evaluate_only(pipeline):
     repo = pipeline["repo"]
     assert _planned_rules(repo, "train:\n  weight_decay: 0.001\n") == {"sweep", "train", "evaluate"}
     assert _planned_rules(repo, "train:\n  patience: 3\n") == {"train", "evaluate"}
-    # evaluate draws the RUS figures; no model here reads RUS, so nothing is retrained
-    assert _planned_rules(repo, "rus:\n  n_bins: 5\n") == {"quantify", "evaluate"}
+    # timoe reads the RUS prior, so its sweep and training follow quantify; evaluate draws the RUS
+    # figures; the dense transformer does not read RUS and is not retrained
+    assert _planned_rules(repo, "rus:\n  n_bins: 5\n") == {"quantify", "sweep", "train", "evaluate"}
+    planned = _planned_jobs(repo, "rus:\n  n_bins: 5\n")
+    assert planned and all("/timoe" in j for j in planned if j.startswith("results/models/"))
     (repo / "extra.yaml").unlink()
 
 
