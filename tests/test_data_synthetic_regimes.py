@@ -34,7 +34,7 @@ def _regime(ds) -> np.ndarray:
 def test_layout(ds) -> None:
     n_mod = sum(len(v) for v in ds.modalities.values())
     names = ds.extra["regime_names"]
-    assert ds.x.dtype == np.float32 and ds.x.shape == (5000, 64, n_mod + len(names))
+    assert ds.x.dtype == np.float32 and ds.x.shape == (5000, 32, n_mod + len(names))
     assert ds.extra["regime_channels"] == list(range(n_mod, n_mod + len(names)))
     assert [ds.channels[c] for c in ds.extra["regime_channels"]] == [f"regime-{r}" for r in range(len(names))]
     in_modality = {c for v in ds.modalities.values() for c in v}
@@ -71,12 +71,31 @@ def test_ground_truth_closed_forms(ds) -> None:
     assert rows[("xor(m0,m1)@3", "m0|m1", 3)]["S"] == pytest.approx(1.0, abs=1e-4)
     assert rows[("redundant(m1,m2)@2", "m1|m2", 2)]["R"] == pytest.approx(1.0, abs=1e-4)
     assert rows[("unique(m0)@1", "m0|m2", 1)]["U1"] == pytest.approx(1.0, abs=1e-4)
-    # beyond the hold length the sources never share a block with the step that made Y(t)
-    assert all(rows[(n, p, 16)][c] < 1e-4 for n, p, _ in rows for c in COMPONENTS)
+    # hold = window: one block, so every lag τ >= k sees the bits that made Y(t)
+    assert rows[("xor(m0,m1)@3", "m0|m1", 16)]["S"] == pytest.approx(1.0, abs=1e-4)
+    # short holds: beyond the hold length the sources never share a block with the step that made Y(t)
+    short = build(_cfg(window=64, hold=8, n_train=10, n_val=10, n_test=10)).extra["ground_truth"]
+    assert all(r[c] < 1e-4 for r in short if r["lag"] == 16 for c in COMPONENTS)
+    assert any(r["S"] > 0.99 for r in short if r["regime"] == "xor(m0,m1)@3" and r["lag"] == 3)
     and_rows = build(_cfg(regimes=["and(m0,m1)"], lags=[2], hold=1, n_train=10, n_val=10,
                           n_test=10)).extra["ground_truth"]
     row = next(r for r in and_rows if r["pair"] == "m0|m1" and r["lag"] == 2)
     assert row["R"] == pytest.approx(0.3113, abs=1e-3) and row["S"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_label_needs_the_regime(ds) -> None:
+    """Routing sensitivity: the regimes' rules conflict, so the window's bits alone (the sign of
+    each modality's first signal channel) leave the label ambiguous; with the regime they fix it."""
+    sig0 = [ds.channels.index(f"m{m}-signal-0") for m in range(len(ds.modalities))]
+    bits = (ds.x[:, :, sig0].mean(1) > 0).astype(np.int64)
+
+    def ceiling(keys: np.ndarray) -> float:  # accuracy of the best rule on these keys (majority)
+        _, group = np.unique(keys, axis=0, return_inverse=True)
+        group = group.ravel()
+        return sum(np.bincount(ds.label[group == g]).max() for g in np.unique(group)) / len(ds.label)
+
+    assert ceiling(bits) < 0.7
+    assert ceiling(np.c_[bits, _regime(ds)]) == 1.0
 
 
 def _kmeans_labels(f: np.ndarray, k: int, seed: int = 0, n_init: int = 10, iters: int = 100) -> np.ndarray:

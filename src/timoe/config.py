@@ -100,9 +100,10 @@ class SyntheticRegimesConfig(_Strict):
     n_val: int = Field(1000, ge=10, le=1_000_000)
     n_test: int = Field(1000, ge=10, le=1_000_000)
     windows_per_subject: int = Field(50, ge=1, le=100_000, description="windows of one synthetic subject")
-    window: int = Field(64, ge=8, le=2048, description="steps per window")
+    window: int = Field(32, ge=8, le=2048, description="steps per window")
     n_modalities: int = Field(3, ge=2, le=4)
-    hold: int = Field(8, ge=1, le=2048, description="steps each latent bit is held; 1: i.i.d. steps")
+    hold: int = Field(32, ge=1, le=2048,
+                      description="steps each latent bit is held; 1: i.i.d.; = window: one bit per window")
     signal_channels: int = Field(2, ge=2, le=4, description="channels carrying a modality's bit")
     regimes: list[str] = Field(
         default_factory=lambda: ["unique(m0)", "redundant(m1,m2)", "xor(m0,m1)", "unique(m2)+xor(m0,m1)"])
@@ -110,7 +111,11 @@ class SyntheticRegimesConfig(_Strict):
     mix: list[float] | None = Field(None, description="relative share of each regime; None: equal")
     noise: float = Field(0.3, ge=0.0, le=10.0, description="Gaussian noise std on the signal channels")
     distractor: float = Field(1.0, ge=0.0, le=10.0, description="amplitude of the distractor channels")
-    context_strength: float = Field(1.0, gt=0.0, le=10.0, description="regime offset/scale of the context")
+    context_strength: float = Field(0.6, gt=0.0, le=10.0, description="regime offset/scale of the context")
+    context_offset: float = Field(0.0, ge=0.0, le=1.0,
+                                  description="weight of the context mean cue (0: regime in stds only)")
+    signal_context: float = Field(0.25, ge=0.0, le=2.0,
+                                  description="regime cue in the signal noise: std noise·exp(this·sin φ)")
     truth_lags: list[int] = Field(default_factory=lambda: [0, 1, 2, 4, 8, 16],
                                   description="lags of the ground-truth table (the regime lags are added)")
 

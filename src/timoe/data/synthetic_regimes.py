@@ -5,7 +5,8 @@ regime (a row of `regimes`, shares `mix`); the regime decides how the label depe
 modalities, at the regime's lag k.
 
 Latent process (per window, steps t = 0..T−1): every modality m has a fair bit s_m(t), held
-over blocks of `hold` steps (blocks end at the window's last step; hold = 1: i.i.d. steps) and
+over blocks of `hold` steps (blocks end at the window's last step; hold = 1: i.i.d. steps; the
+default hold = window gives one bit per modality and window, see "Routing sensitivity") and
 drawn independently per block (exactly balanced within each split × regime × block position, so
 that quantile bins split the modes cleanly); a `redundant(ma,mb)` term ties s_mb = s_ma. Each term
 of the regime gives one label bit from the bits at step t − k:
@@ -13,15 +14,17 @@ of the regime gives one label bit from the bits at step t − k:
 and the per-step label is Y(t) = Σ_j 2^j · bit_j (one term: classes 0/1; two terms: 0..3).
 Bits before the window's first step exist (a burn-in), so Y(t) is defined at every step.
 `step_labels` hold Y(t) per step; the window `label` is Y(T−1), the label at the window's last
-step (online recognition: the state now, from the recent past of the inputs).
+step (online recognition: the state now, from the recent past of the inputs; with hold = window
+it is the label of the window's bits, which every step shows).
 
 Channels, per modality m (in this order; `modalities["m<i>"]` lists them):
-- `signal_channels` signal channels, ±a_j·(2 s_m(t) − 1) + noise·N(0, 1) (alternating signs,
+- `signal_channels` signal channels, ±a_j·(2 s_m(t) − 1) + σ_rm·N(0, 1) (alternating signs,
   shrinking a_j, as in interactions/synthetic.py), so the modality's first principal component
-  is its bit;
-- one context channel, offset + scale·N(0, 1) with offset = c·cos(θ_r + 2πm/M) and
-  scale = exp(c/2 · sin(θ_r + 2πm/M)), θ_r = 2πr/R, c = context_strength: the regime r shows in
-  the per-window mean and std of the context channels (label-free, available at test time);
+  is its bit; σ_rm = noise·exp(signal_context·sin φ_rm), φ_rm = θ_r + 2πm/M, θ_r = 2πr/R;
+- one context channel, offset + scale·N(0, 1) with offset = context_offset·c·cos φ_rm and
+  scale = exp(c/2 · sin φ_rm), c = context_strength: the regime r shows in the per-window std
+  (and, with context_offset > 0, mean) of the context and signal channels (label-free, available
+  at test time);
 - one distractor channel, a sinusoid of random frequency and phase plus noise, unrelated to
   label and regime.
 After the modality channels come R one-hot channels "regime-0".."regime-{R−1}", constant over
@@ -42,6 +45,15 @@ before the target inside the window; feature "pca"; quantile bins; form "lagged_
 modality recovers s_m(t) while noise is small (default 0.3: within 0.05 bits, tests/
 test_data_synthetic_regimes.py). Not covered: the "directed" form (with hold > 1, Y(t−1) tells
 about Y(t)) and `sequence_level` mean-pooling (a window mixes several blocks).
+Routing sensitivity (the defaults): the regimes' rules conflict (the same bits give y = s0, s1,
+s0 ⊕ s1 or a 4-class label), so a shared function must first infer the regime, while a router
+given it (the `oracle`) or a context recovering it (`timoe`) selects per-regime experts. The cue
+is weak per step and in stds only (context_offset 0: a mean would be one linear read for the dense
+model), yet clear over a window (k-means purity ≥ 0.9, tests). hold = window because training
+shifts windows circularly (train.augment.shift): with shorter blocks the label's block lands
+anywhere and no model learns it; the price is a flat lag profile, full RUS at every τ ≥ k and a
+share (T − k)/(T − τ) for τ < k (the first k labels come from the burn-in block). Measured at the
+study's training settings (3 seeds): oracle 1.00, timoe 1.00, moe 0.82, dense Transformer 0.78.
 Splits: the first n_train windows train, then n_val val, then n_test test (windows are independent
 draws); subjects are consecutive groups of `windows_per_subject` windows inside one split.
 """
@@ -143,11 +155,11 @@ def same_block_share(cfg: SyntheticRegimesConfig, lag: int, tau: int) -> float:
 def _context(cfg: SyntheticRegimesConfig, regime: np.ndarray, n_regimes: int, rng: np.random.Generator
              ) -> np.ndarray:
     """Context channels (N, T, M): regime-specific offset and scale (see module docstring)."""
-    m = cfg.n_modalities
-    phase = 2 * np.pi * (regime[:, None] / n_regimes + np.arange(m)[None, :] / m)  # (N, M)
+    phase = _phase(cfg, regime, n_regimes)
     c = cfg.context_strength
-    offset, scale = c * np.cos(phase), np.exp(0.5 * c * np.sin(phase))
-    return offset[:, None, :] + scale[:, None, :] * rng.standard_normal((len(regime), cfg.window, m))
+    offset, scale = cfg.context_offset * c * np.cos(phase), np.exp(0.5 * c * np.sin(phase))
+    noise = rng.standard_normal((len(regime), cfg.window, cfg.n_modalities))
+    return offset[:, None, :] + scale[:, None, :] * noise
 
 
 def _distractors(cfg: SyntheticRegimesConfig, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -160,12 +172,19 @@ def _distractors(cfg: SyntheticRegimesConfig, n: int, rng: np.random.Generator) 
     return wave + cfg.noise * rng.standard_normal((n, cfg.window, m))
 
 
-def _signals(cfg: SyntheticRegimesConfig, bits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Signal channels (N, T, M, S): ±a_j (2s − 1) + noise."""
+def _phase(cfg: SyntheticRegimesConfig, regime: np.ndarray, n_regimes: int) -> np.ndarray:
+    """Regime phase φ (N, M) = θ_r + 2πm/M of each window's modalities (context and signal cues)."""
+    return 2 * np.pi * (regime[:, None] / n_regimes + np.arange(cfg.n_modalities)[None, :] / cfg.n_modalities)
+
+
+def _signals(cfg: SyntheticRegimesConfig, bits: np.ndarray, regime: np.ndarray, n_regimes: int,
+             rng: np.random.Generator) -> np.ndarray:
+    """Signal channels (N, T, M, S): ±a_j (2s − 1) + noise·exp(signal_context·sin φ)·N(0, 1)."""
     k = cfg.signal_channels
     amps = np.array([(-1.0) ** j * (1.0 - 0.3 * j / k) for j in range(k)])
     sign = (2.0 * bits - 1.0)[..., None]
-    return sign * amps + cfg.noise * rng.standard_normal((*bits.shape, k))
+    std = cfg.noise * np.exp(cfg.signal_context * np.sin(_phase(cfg, regime, n_regimes)))  # (N, M)
+    return sign * amps + std[:, None, :, None] * rng.standard_normal((*bits.shape, k))
 
 
 def _assemble(cfg: SyntheticRegimesConfig, sig: np.ndarray, ctx: np.ndarray, dis: np.ndarray,
@@ -248,7 +267,8 @@ def build(cfg: DataConfig) -> WindowedDataset:
     regime = rng.choice(n_regimes, size=n, p=mix / mix.sum())
     split, subject = _splits(sc)
     bits, y = _latents(sc, regime, split, rng)
-    sig, ctx, dis = _signals(sc, bits, rng), _context(sc, regime, n_regimes, rng), _distractors(sc, n, rng)
+    sig = _signals(sc, bits, regime, n_regimes, rng)
+    ctx, dis = _context(sc, regime, n_regimes, rng), _distractors(sc, n, rng)
     x, channels, modalities = _assemble(sc, sig, ctx, dis, regime, n_regimes)
     names = regime_names(sc)
     regime_channels = list(range(len(channels) - n_regimes, len(channels)))
