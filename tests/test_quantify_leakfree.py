@@ -102,6 +102,20 @@ def test_context_priors_ignore_held_out_labels(tmp_path, smoke_params, monkeypat
     assert table.height == summary["n_contexts"] * pl.read_parquet(a / "rus_dataset.parquet").height
     assert table["total"].sum() > 0 and table["total"].is_finite().all()
     assert "context" not in pl.read_parquet(a / "rus_dataset.parquet").columns
+    # ... and a timoe model built from either output routes every test window identically
+    np.testing.assert_array_equal(_test_routing(params, data, a), _test_routing(params, data, b))
+
+
+def _test_routing(params, data_dir: Path, rus_dir: Path) -> np.ndarray:
+    """Top-k experts of every test token of a freshly built timoe model (seed 0), [N, L, M, T, k]."""
+    from timoe.stages.train import build_for_data, load_rus_table
+
+    prepared = load_prepared(data_dir)
+    model = build_for_data(params, "timoe", prepared.meta, load_rus_table(rus_dir, "timoe"), seed=0).eval()
+    with torch.no_grad():
+        out = model(torch.from_numpy(prepared.subset("test").x))
+    assert out.context.prior is not None and out.context.prior.context.unique().numel() > 1
+    return torch.stack([r.topk_idx for r in out.routes], dim=1).numpy()
 
 
 def test_dataset_scope_table_is_the_dataset_table(tmp_path, smoke_params, monkeypatch):
