@@ -2,6 +2,8 @@
 # Thin by design: config validation, includes, `rule all`, and the onstart/onsuccess hooks.
 # Every rule calls `timoe <stage>`; the stage itself is a plain function in src/timoe.
 
+from pathlib import Path
+
 from timoe.config import dataset_key
 from timoe.workflow_support import Pipeline
 
@@ -10,6 +12,7 @@ configfile: "params.yaml"
 PIPE = Pipeline.from_snakemake_config(config)  # validates, or stops before any job with key paths named
 P = PIPE.params
 RESOLVED = PIPE.write_resolved()  # what every `timoe` call reads
+CHECKS_DIR = "results/checks"  # optional estimator / lag-range check tables (`make checks`)
 
 
 include: "workflow/rules/prepare.smk"
