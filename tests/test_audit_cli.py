@@ -21,6 +21,7 @@ import yaml
 from typer.testing import CliRunner
 
 from timoe.cli import app
+from timoe.config import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a run needs from the project: the code and the config files the stages and DVC read.
@@ -258,7 +259,8 @@ def test_compare(study):
         )[1]
     )
     assert [r["label"] for r in data["runs"]] == ["A", "B", "C"]
-    assert data["params"]["train.lr"] == ["0.001", "0.0021", None]
+    default_lr = load_params(ROOT / "params.yaml", ROOT / "workflow" / "smoke.yaml").train.lr
+    assert data["params"]["train.lr"] == [str(default_lr), "0.0021", None]
     code, out = audit("compare", study["train0"], "--tracking-uri", study["uri"])
     assert code == 2 and "at least two" in out
 
