@@ -107,12 +107,12 @@ def naive_moe(layer: MoELayer, x: torch.Tensor) -> torch.Tensor:
                 continue
             if e < layer.n_synergy:
                 group = torch.stack([x[bi, mi, ti] for mi, ti, _ in routed])
-                y = layer.expert_fn(e)(group, torch.zeros(len(routed), dtype=torch.long))
+                y = layer.experts[e](group, torch.zeros(len(routed), dtype=torch.long))
                 for row, (mi, ti, s) in enumerate(routed):
                     out[bi, mi, ti] += route.topk_weights[bi, mi, ti, s] * y[row]
             else:
                 for mi, ti, s in routed:
-                    y = layer.expert_fn(e)(x[bi, mi, ti][None])[0]
+                    y = layer.experts[e](x[bi, mi, ti][None])[0]
                     out[bi, mi, ti] += route.topk_weights[bi, mi, ti, s] * y
     return out
 
@@ -131,7 +131,7 @@ def test_dispatch_matches_naive_reference(n_synergy: int) -> None:
 def test_synergy_expert_attends_within_sample_only() -> None:
     torch.manual_seed(0)
     layer = MoELayer(D, 24, E, 2, n_heads=2, dropout=0.0, router=SoftmaxRouter(D, E, K)).eval()
-    expert = layer.synergy[0]
+    expert = layer.experts[0]
     x = torch.randn(7, D)
     sample = torch.tensor([0, 0, 0, 2, 2, 5, 5])
     with torch.no_grad():
