@@ -4,7 +4,7 @@ After the study (`make run`), for every data set of the params: quantify the tra
 the short lag set, train timoe for every seed with that prior (the same sweep result and settings
 as the study's timoe runs, so the pair differs only in the lags), and write
 results/checks/lag_runs.csv with one row per data set × lag setting × seed (max_lag, test
-accuracy, macro-F1), the input of the report's claim "a longer lag range helps". The next
+accuracy, macro_f1 as in runs.csv), the input of the report's claim "a longer lag range helps". The next
 snakemake run (or `make run`) re-evaluates with it.
 
     python benchmarks/bench_lag_range.py [--short-lags 0] [-p params.yaml -p overrides.yaml]
@@ -29,7 +29,7 @@ OUT = Path("results/checks")
 def _row(ds: str, seed: int, max_lag: int, metrics_path: Path) -> dict:
     m = json.loads(metrics_path.read_text())
     return {"dataset": ds, "model": MODEL, "seed": seed, "max_lag": max_lag,
-            "test_accuracy": m["test_accuracy"], "test_macro_f1": m.get("test_macro_f1")}
+            "accuracy": m["test_accuracy"], "macro_f1": m.get("test_macro_f1")}
 
 
 def short_lag_runs(params: Params, ds: str, short: list[int]) -> list[dict]:
@@ -70,7 +70,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     table.write_csv(OUT / "lag_runs.csv")
     keys = ["dataset", "max_lag"]
-    print(table.group_by(keys).agg(pl.col("test_accuracy").mean()).sort(keys))
+    print(table.group_by(keys).agg(pl.col("accuracy").mean()).sort(keys))
     print(f"wrote {OUT / 'lag_runs.csv'}")
 
 
