@@ -269,6 +269,7 @@ def run_train(params: Params, job: TrainJob, *, progress: bool = False) -> dict[
         patience=tc.patience,
         seed=job.seed,
         **LoopSettings.regularisation_from(tc, shift_unit=eff.model.patch_size),
+        regime_channels=tuple(regime_channels(meta)),
     )
     resolved = {
         "data": eff.data.model_dump(),

@@ -48,6 +48,8 @@ class LoopSettings:
     # Shifts are drawn in multiples of this many steps (the model's patch), so a shifted window
     # still splits into the same kind of tokens and a per-token prior can follow it exactly.
     augment_shift_unit: int = 1
+    # One-hot channels of the true regime (synthetic-regimes), for MI(expert; regime) per epoch.
+    regime_channels: tuple[int, ...] = ()
 
     @staticmethod
     def regularisation_from(train_cfg: TrainConfig, shift_unit: int = 1) -> dict[str, Any]:
@@ -115,10 +117,26 @@ def routing_metrics(stats: Any) -> dict[str, float]:
     }
 
 
-def _diagnostics_for(stats: Any, n_classes: int) -> Any:
+def _diagnostics_for(stats: Any, n_classes: int, n_regimes: int) -> Any:
     from timoe.models.diagnostics import RoutingDiagnostics
 
-    return RoutingDiagnostics(stats.layers, stats.usage.shape[-1], stats.n_synergy, n_classes)
+    return RoutingDiagnostics(stats.layers, stats.usage.shape[-1], stats.n_synergy, n_classes, n_regimes)
+
+
+def _regime(xb: torch.Tensor, channels: tuple[int, ...]) -> torch.Tensor | None:
+    """[B] true regime from its one-hot channels, or None when the data record none."""
+    return xb[..., list(channels)].mean(1).argmax(-1) if channels else None
+
+
+def random_routing_drop(model: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device,
+                        accuracy: float) -> float:
+    """Accuracy minus the accuracy with uniform-random routing (its own generator, so the
+    training RNG stream, and with it every later epoch, is untouched)."""
+    from timoe.models.diagnostics import random_routing
+
+    with random_routing(model, seed=0):
+        prob = predict(model, x, device)
+    return accuracy - float((prob.argmax(axis=1) == y).mean()) if len(prob) else float("nan")
 
 
 def augment_batch(xb: torch.Tensor, settings: LoopSettings,
@@ -238,8 +256,9 @@ def train(
             n_seen += len(idx)
             if out.routing is not None:
                 routing = out.routing if routing is None else routing.merge(out.routing)
-                diagnostics = diagnostics or _diagnostics_for(out.routing, n_classes)
-                diagnostics.update(out.routes, yb)
+                n_regimes = len(settings.regime_channels)
+                diagnostics = diagnostics or _diagnostics_for(out.routing, n_classes, n_regimes)
+                diagnostics.update(out.routes, yb, _regime(xb, settings.regime_channels))
         metrics = {f"train_{k}": v / max(1, n_seen) for k, v in sums.items()}
         if routing is not None:
             metrics.update(routing_metrics(routing))
@@ -249,6 +268,9 @@ def train(
         val_pred = val_prob.argmax(axis=1) if len(val_prob) else np.zeros(0, dtype=np.int64)
         for k, v in classification_metrics(y_val, val_pred, n_classes).items():
             metrics[f"val_{k}"] = v
+        if routing is not None and len(val_prob):
+            metrics["val_random_routing_drop"] = random_routing_drop(
+                model, x_val, y_val, device, float((val_pred == y_val).mean()))
         metrics["lr"] = float(sched.get_last_lr()[0])
         metrics["epoch"] = float(epoch)
         result.history.append(metrics)
