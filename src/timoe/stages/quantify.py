@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from timoe.atomic import atomic_dir
-from timoe.config import Params, RusConfig
+from timoe.config import ConfigError, Params, RusConfig
 from timoe.data.io import PreparedData, load_prepared
 from timoe.device import pick_device
 from timoe.stages.common import matplotlib_agg, save_json
@@ -112,7 +112,7 @@ def _check_samples(table: pl.DataFrame, name: str, n_windows: int, minimum: int)
     thin = table.filter(pl.col("n_samples") < minimum).unique("lag").sort("lag")
     if thin.height:
         detail = ", ".join(f"lag {r['lag']}: {r['n_samples']}" for r in thin.iter_rows(named=True))
-        raise ValueError(f"context {name} ({n_windows} training windows) has too few samples for a RUS "
+        raise ConfigError(f"context {name} ({n_windows} training windows) has too few samples for a RUS "
                          f"estimate ({detail}; rus.min_context_samples={minimum}): lower rus.n_contexts, "
                          "raise rus.min_context_windows, or drop the long lags")
 
