@@ -134,6 +134,13 @@ class ContextAssigner(nn.Module):
         return (z[:, None, :] - self.centroids[None]).square().sum(-1).argmin(dim=-1)
 
 
+def regime_of(x: Tensor, channels: Tensor | list[int]) -> Tensor:
+    """The true regime of each window from its one-hot regime channels (constant over time, so the
+    time mean survives normalisation and jitter): x [B, T, C] -> [B] long."""
+    idx = channels if isinstance(channels, Tensor) else torch.tensor(list(channels), dtype=torch.long)
+    return x.index_select(-1, idx.to(x.device)).mean(dim=1).argmax(dim=-1)
+
+
 class RegimeReader(nn.Module):
     """The true regime of each window from its one-hot regime channels: x [B, Tr, C] -> [B] long."""
 
@@ -148,7 +155,7 @@ class RegimeReader(nn.Module):
         return int(self.channels.numel())
 
     def forward(self, x: Tensor) -> Tensor:
-        return x.index_select(-1, self.channels).mean(dim=1).argmax(dim=-1)
+        return regime_of(x, self.channels)
 
 
 class PriorProvider(nn.Module):
@@ -222,7 +229,3 @@ class PriorProvider(nn.Module):
     def from_prior(cls, rus: RusPrior) -> PriorProvider:
         """One context, already at token resolution (a prior built directly from tensors)."""
         return cls(rus.U[None], rus.R[None], rus.S[None], patch=1)
-
-    def mean_prior(self, batch: BatchPrior, modality_names: tuple[str, ...] | None = None) -> RusPrior:
-        """The batch-average prior [M, T] (for summaries that need one table)."""
-        return RusPrior(batch.U.mean(0), batch.R.mean(0), batch.S.mean(0), modality_names)

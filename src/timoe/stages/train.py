@@ -172,6 +172,7 @@ def routing_summary(
     routing is replaced by uniform-random routing ("does routing matter")."""
     from timoe.models import interaction_regime_usage
     from timoe.models.diagnostics import RoutingDiagnostics, random_routing
+    from timoe.models.prior import regime_of
 
     inner = getattr(model, "inner", model)
     model.eval()
@@ -187,7 +188,7 @@ def routing_summary(
         if diag is None:
             diag = RoutingDiagnostics(out.routing.layers, out.routing.usage.shape[-1], out.routing.n_synergy,
                                       n_classes, n_regimes)
-        regime = xb[..., truth].mean(1).argmax(-1) if n_regimes else None
+        regime = regime_of(xb, truth) if n_regimes else None
         prior = out.context.prior if out.context is not None else None
         tau = params.model.losses.tau_s
         diag.update(out.routes, torch.from_numpy(labels[i : i + batch_size]), regime, prior, tau)

@@ -125,7 +125,9 @@ def _diagnostics_for(stats: Any, n_classes: int, n_regimes: int) -> Any:
 
 def _regime(xb: torch.Tensor, channels: tuple[int, ...]) -> torch.Tensor | None:
     """[B] true regime from its one-hot channels, or None when the data record none."""
-    return xb[..., list(channels)].mean(1).argmax(-1) if channels else None
+    from timoe.models.prior import regime_of
+
+    return regime_of(xb, list(channels)) if channels else None
 
 
 def random_routing_drop(model: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device,
