@@ -51,6 +51,8 @@ def audit(study: Any, tracking_uri: str, parent_run_id: str, metric: str, n_tria
     from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
 
+    from timoe.sweeps.runs import trial_run_id
+
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_run(parent_run_id).info.experiment_id
     children = client.search_runs(
@@ -60,8 +62,11 @@ def audit(study: Any, tracking_uri: str, parent_run_id: str, metric: str, n_tria
     trials = study.get_trials(deepcopy=False)
     problems: list[str] = []
     recorded = 0
+    linked: set[str | None] = set()
     for t in trials:
-        run = runs.get(t.user_attrs.get("mlflow_run_id", ""))
+        run_id = trial_run_id(client, parent_run_id, t)
+        linked.add(run_id)
+        run = runs.get(run_id or "")
         if run is None:
             problems.append(f"trial {t.number}: no MLflow child run")
             continue
@@ -84,7 +89,6 @@ def audit(study: Any, tracking_uri: str, parent_run_id: str, metric: str, n_tria
             problems.append(f"trial {t.number}: {', '.join(bad)} differ ({tags}, {status})")
         elif t.state in (TrialState.COMPLETE, TrialState.PRUNED):
             recorded += 1
-    linked = {t.user_attrs.get("mlflow_run_id") for t in trials}
     problems += [f"run {rid}: no trial points at it" for rid in runs if rid not in linked]
     states = Counter(t.state.name for t in trials)
     return {

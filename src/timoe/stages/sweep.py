@@ -37,7 +37,7 @@ from timoe.device import pick_device
 from timoe.stages.common import matplotlib_agg, save_json, stable_hash
 from timoe.stages.train import load_rus_table
 from timoe.sweeps.launch import run_local_workers, wait_for_running, worker_command
-from timoe.sweeps.runs import PARENT_RUN_ATTR, RUN_ID_ATTR
+from timoe.sweeps.runs import PARENT_RUN_ATTR, REPAIRED_TAG, RUN_ID_ATTR, repair_unlinked_trials
 from timoe.sweeps.storage import STORAGE_ENV, StorageSpec, resolve_storage
 from timoe.sweeps.worker import (
     N_TRIALS_ATTR,
@@ -211,6 +211,10 @@ def run_sweep(
                 sampler=make_sampler(sc, 0),
                 pruner=make_pruner(sc),
             )
+            # Under the parent of the session that lost them, before this session's replaces it.
+            repaired = repair_unlinked_trials(params.tracking.uri, study)
+            if repaired:
+                print(f"sweep: trials {repaired} had no MLflow run: each now has one, tagged {REPAIRED_TAG}")
             study.set_user_attr(N_TRIALS_ATTR, target)
             # Set last: workers wait for this attribute before they start trials.
             study.set_user_attr(PARENT_RUN_ATTR, parent.info.run_id)
@@ -218,8 +222,8 @@ def run_sweep(
             print(f"sweep: study {name} in {where}", flush=True)
             failed_workers: dict[int, int] = {}
             if space:
-                failed_workers = _run_trials(job, study, store, tmp, dataset=dataset)
-                wait_for_running(study)
+                failed_workers = _run_trials(job, study, tmp, dataset=dataset)
+                wait_for_running(study, params.tracking.uri)
             best = _summary(
                 study,
                 space,
@@ -252,9 +256,7 @@ def _finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def _run_trials(
-    job: WorkerJob, study: optuna.Study, store: Any, tmp: Path, *, dataset: str
-) -> dict[int, int]:
+def _run_trials(job: WorkerJob, study: optuna.Study, tmp: Path, *, dataset: str) -> dict[int, int]:
     """Run the study to n_trials; return the exit codes of local workers that failed."""
     params = job.params
     n_workers = params.sweep.n_workers
@@ -282,7 +284,7 @@ def _run_trials(
         for i in range(n_workers)
     ]
     try:
-        failed = run_local_workers(commands, job.storage, study, store, params.tracking.uri)
+        failed = run_local_workers(commands, job.storage, study, params.tracking.uri)
     finally:
         params_file.unlink(missing_ok=True)
     if failed:

@@ -14,12 +14,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from timoe.sweeps.runs import RUN_ID_ATTR, fail_trial_run
+from timoe.sweeps.runs import fail_dead_trial, fail_stale
 from timoe.sweeps.storage import STORAGE_ENV, StorageSpec, TrialClaim
 from timoe.sweeps.worker import WORKER_ATTR
 
@@ -50,28 +49,19 @@ def worker_command(
     return cmd
 
 
-def fail_orphans(
-    study: optuna.Study, storage: Any, worker: str, tracking_uri: str, claim: TrialClaim
-) -> list[int]:
+def fail_orphans(study: optuna.Study, worker: str, tracking_uri: str, claim: TrialClaim) -> list[int]:
     """Mark FAIL the trials a dead worker left RUNNING (the journal has no heartbeat to do it).
 
     Under a claim lock that all workers share, no live worker is between creating a trial and
-    tagging it with its name, so a running trial without a name is one whose worker died there.
+    tagging it with its name and run, so a running trial without a name is one whose worker
+    died there; it is linked to a run (found or created) before it is failed.
     """
     failed = []
     unnamed = worker if claim.shared else None
     with claim():
-        study_id = storage.get_study_id_from_name(study.study_name)
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.user_attrs.get(WORKER_ATTR, unnamed) != worker:
-                continue
-            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-            try:
-                storage.set_trial_state_values(trial_id, TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue  # it finished, or another process failed it first
-            fail_trial_run(tracking_uri, t.user_attrs.get(RUN_ID_ATTR))
-            failed.append(t.number)
+            if t.user_attrs.get(WORKER_ATTR, unnamed) == worker and fail_dead_trial(tracking_uri, study, t):
+                failed.append(t.number)
     return failed
 
 
@@ -79,7 +69,6 @@ def run_local_workers(
     commands: list[list[str]],
     spec: StorageSpec,
     study: optuna.Study,
-    storage: Any,
     tracking_uri: str,
     poll_s: float = 0.5,
 ) -> dict[int, int]:
@@ -99,7 +88,7 @@ def run_local_workers(
                 if i not in codes and p.poll() is not None:
                     codes[i] = p.returncode
                     if p.returncode != 0:
-                        fail_orphans(study, storage, f"{host}:{p.pid}", tracking_uri, claim)
+                        fail_orphans(study, f"{host}:{p.pid}", tracking_uri, claim)
             time.sleep(poll_s)
     except BaseException:
         # The driver was interrupted: stop the workers rather than leave them running unattended.
@@ -112,23 +101,23 @@ def run_local_workers(
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-            fail_orphans(study, storage, f"{host}:{p.pid}", tracking_uri, claim)
+            fail_orphans(study, f"{host}:{p.pid}", tracking_uri, claim)
         raise
     finally:
         claim.close()
     return {i: c for i, c in codes.items() if c != 0}
 
 
-def wait_for_running(study: optuna.Study, poll_s: float = 2.0, note_every_s: float = 60.0) -> None:
+def wait_for_running(
+    study: optuna.Study, tracking_uri: str, poll_s: float = 2.0, note_every_s: float = 60.0
+) -> None:
     """Wait for trials that workers on other machines still run, so the summary sees them.
 
     With RDB storage, trials of a dead worker turn FAIL after the heartbeat grace period.
     """
-    from timoe.sweeps.storage import fail_stale
-
     last_note = time.monotonic()
     while True:
-        fail_stale(study)
+        fail_stale(study, tracking_uri)
         running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
         if not running:
             return

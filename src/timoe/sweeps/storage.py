@@ -192,10 +192,3 @@ def heartbeat(storage: Any, study_name: str, number: int) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
-
-
-def fail_stale(study: optuna.Study) -> None:
-    """Mark trials of dead workers FAIL (RDB heartbeat); a no-op for the journal."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)

@@ -23,8 +23,8 @@ import optuna
 from optuna.trial import TrialState
 
 from timoe.config import ConfigError, Params, SearchParam
-from timoe.sweeps.runs import PARENT_RUN_ATTR, TrialRuns, stale_trial_callback
-from timoe.sweeps.storage import StorageSpec, TrialClaim, fail_stale, heartbeat
+from timoe.sweeps.runs import PARENT_RUN_ATTR, TrialRuns, fail_stale, link_trial_run, stale_trial_callback
+from timoe.sweeps.storage import StorageSpec, TrialClaim, heartbeat
 
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 N_TRIALS_ATTR = "n_trials"
@@ -165,46 +165,72 @@ def join_study(job: WorkerJob, storage: Any) -> optuna.Study:
         time.sleep(2.0)
 
 
-def _run_trial(
-    study: optuna.Study, storage: Any, trial: optuna.Trial, objective: Objective, runs: TrialRuns
-) -> tuple[TrialState, float | None]:
-    """Run one trial; return its state and value (a pruned trial's: its last reported one)."""
-    sc = objective.params.sweep
-    space = sc.space.get(objective.model, {})
+@dataclass
+class StartedTrial:
+    """A trial created together with its MLflow child run (under the claim lock)."""
+
+    trial: optuna.Trial
+    values: dict[str, Any]
+    run_id: str
+    started: float
+
+
+def _start_trial(study: optuna.Study, objective: Objective, runs: TrialRuns, me: str) -> StartedTrial:
+    """Create a trial, name its worker, draw its values and create its run: call under the claim.
+
+    Holding the claim across all four steps is what lets fail_orphans read a RUNNING trial
+    without a name or a run as a dead worker's: no live worker is ever between them.
+    """
+    with warnings.catch_warnings():
+        # Optuna expects heartbeats only under optimize(); heartbeat() provides them here.
+        warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+        trial = study.ask()
     started = time.monotonic()
-    run_id: str | None = None
+    try:
+        trial.set_user_attr(WORKER_ATTR, me)
+        values = suggest(trial, objective.params.sweep.space.get(objective.model, {}))
+        return StartedTrial(trial, values, runs.start(trial, values), started)
+    except BaseException:
+        # Leave no RUNNING trial behind, and link it to a run if the tracking store allows.
+        with contextlib.suppress(Exception):
+            link_trial_run(runs.uri, study, study._storage.get_trial(trial._trial_id))
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+
+
+def _run_trial(
+    study: optuna.Study, started: StartedTrial, objective: Objective, runs: TrialRuns
+) -> tuple[TrialState, float | None]:
+    """Run one started trial; return its state and value (a pruned trial's: its last reported one)."""
+    sc = objective.params.sweep
+    trial, run_id = started.trial, started.run_id
     last: list[float] = []  # the latest reported value: what a pruned trial is worth
-    with heartbeat(storage, study.study_name, trial.number):
+
+    def on_epoch(epoch: int, m: dict[str, float]) -> None:
+        runs.epoch(run_id, epoch, {k: v for k, v in m.items() if k != "epoch"})
+        trial.report(m[sc.metric], epoch)
+        last[:] = [m[sc.metric]]
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+
+    try:
         try:
-            values = suggest(trial, space)
-            run_id = runs.start(trial, values)
-
-            def on_epoch(epoch: int, m: dict[str, float]) -> None:
-                assert run_id is not None
-                runs.epoch(run_id, epoch, {k: v for k, v in m.items() if k != "epoch"})
-                trial.report(m[sc.metric], epoch)
-                last[:] = [m[sc.metric]]
-                if trial.should_prune():
-                    raise optuna.TrialPruned()
-
-            try:
-                value: float | None = objective(values, on_epoch)
-                state = TrialState.COMPLETE
-            except optuna.TrialPruned:
-                value, state = None, TrialState.PRUNED
-            # MLflow first: if the worker dies before tell, the heartbeat fails the trial and
-            # the stale-trial callback fails the run, so the two never disagree for long.
-            runs.finish(run_id, state, time.monotonic() - started, value)
-        except BaseException:
-            if run_id is not None:
-                with contextlib.suppress(Exception):
-                    runs.finish(run_id, TrialState.FAIL, time.monotonic() - started, None)
-            study.tell(trial, state=TrialState.FAIL)
-            raise
-        if state == TrialState.COMPLETE:
-            study.tell(trial, value)
-        else:
-            study.tell(trial, state=state)
+            value: float | None = objective(started.values, on_epoch)
+            state = TrialState.COMPLETE
+        except optuna.TrialPruned:
+            value, state = None, TrialState.PRUNED
+        # MLflow first: if the worker dies before tell, the heartbeat fails the trial and
+        # fail_stale fails the run, so the two never disagree for long.
+        runs.finish(run_id, state, time.monotonic() - started.started, value)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            runs.finish(run_id, TrialState.FAIL, time.monotonic() - started.started, None)
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    if state == TrialState.COMPLETE:
+        study.tell(trial, value)
+    else:
+        study.tell(trial, state=state)
     return state, value if value is not None else (last[0] if last else None)
 
 
@@ -225,16 +251,16 @@ def run_worker(job: WorkerJob) -> WorkerReport:
     report = WorkerReport(me)
     try:
         while True:
-            with claim():
-                fail_stale(study)
-                if len(study.get_trials(deepcopy=False, states=LIVE)) >= target:
-                    break
-                with warnings.catch_warnings():
-                    # Optuna expects heartbeats only under optimize(); heartbeat() provides them here.
-                    warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
-                    trial = study.ask()
-                trial.set_user_attr(WORKER_ATTR, me)
-            state, value = _run_trial(study, storage, trial, objective, runs)
+            with contextlib.ExitStack() as beating:
+                with claim():
+                    fail_stale(study, job.params.tracking.uri)
+                    if len(study.get_trials(deepcopy=False, states=LIVE)) >= target:
+                        break
+                    started = _start_trial(study, objective, runs, me)
+                    # Beat from creation on, so a worker killed here still leaves a stale trial.
+                    beating.enter_context(heartbeat(storage, study.study_name, started.trial.number))
+                state, value = _run_trial(study, started, objective, runs)
+            trial = started.trial
             report.trials[trial.number] = state.name
             # ask/tell does not log results the way optimize() does; the job's log should show them.
             metric = job.params.sweep.metric
