@@ -230,3 +230,20 @@ def test_dirty_tree_is_replayed_only_when_its_hash_matches(tmp_path):
     assert not wt.exists()
     with pytest.raises(AuditError, match="not in the repository"):
         add_worktree(repo, "f" * 40, wt)
+
+
+def test_runtime_files_never_make_a_clean_tree_dirty(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "code.py").write_text("x = 1\n")
+    _git("init", "-q", cwd=repo)
+    _git("add", "-A", cwd=repo)
+    _git("commit", "-qm", "c", cwd=repo)
+    # what appears while jobs write (SQLite journals, lock files) or after a successful run
+    for name in ("mlflow.db-journal", "optuna.db-wal", "mlflow.db.lock", "dvc.lock", "params.used.yaml"):
+        (repo / name).write_text("runtime\n")
+    (repo / "sub").mkdir()
+    (repo / "sub" / "study.journal.claim").write_text("")
+    assert git_state(repo)["git_dirty"] == "false"
+    (repo / "notes.py").write_text("y = 2\n")  # but a new source file is a change
+    assert git_state(repo)["git_dirty"] == "true"

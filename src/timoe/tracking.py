@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import fnmatch
 import hashlib
 import json
 import os
@@ -24,9 +25,19 @@ from timoe import __version__
 
 RUN_ID_FILE = "run_id.txt"
 LOG_ENV = "TIMOE_LOG"
-# dvc.lock is rewritten by every successful pipeline run; counting it as a code change would
-# mark every run after the first as dirty although no code changed.
-_NOT_CODE = ("dvc.lock",)
+# Files that change while or because the pipeline runs, not because code changed: dvc.lock and
+# params.used.yaml are rewritten by every successful run, and SQLite's journals and timoe's lock
+# files appear while any job writes. Counting them would tag clean trees dirty at random.
+_NOT_CODE = ("dvc.lock", "params.used.yaml", "*.db-journal", "*.db-wal", "*.db-shm", "*.db.lock", "*.claim")
+
+
+# The same set as git pathspecs, for `git diff` (the recorded diff hash and its replay).
+NOT_CODE_EXCLUDES = tuple(f":(exclude,glob)**/{p}" for p in _NOT_CODE)
+
+
+def _is_code(path: str) -> bool:
+    name = Path(path.strip('"')).name
+    return not any(fnmatch.fnmatch(name, pattern) for pattern in _NOT_CODE)
 
 
 def _git(*args: str, cwd: Path | None = None) -> str | None:
@@ -43,16 +54,18 @@ def git_state(cwd: Path | None = None) -> dict[str, str]:
     status = _git("status", "--porcelain", "--untracked-files=all", cwd=cwd)
     if status is None:
         return {"git_commit": commit, "git_dirty": "unknown", "git_diff_sha256": ""}
-    changed = [ln[3:] for ln in status.splitlines() if ln[3:] not in _NOT_CODE]
+    changed = [ln[3:] for ln in status.splitlines() if _is_code(ln[3:])]
     dirty = bool(changed)
     digest = ""
     if dirty:
         h = hashlib.sha256()
         h.update(
-            (_git("diff", "HEAD", "--", ".", *[f":(exclude){p}" for p in _NOT_CODE], cwd=cwd) or "").encode()
+            (
+                _git("diff", "HEAD", "--", ".", *[f":(exclude,glob)**/{p}" for p in _NOT_CODE], cwd=cwd) or ""
+            ).encode()
         )
         root = Path((_git("rev-parse", "--show-toplevel", cwd=cwd) or ".").strip())
-        for rel in sorted(ln[3:] for ln in status.splitlines() if ln.startswith("??")):
+        for rel in sorted(ln[3:] for ln in status.splitlines() if ln.startswith("??") and _is_code(ln[3:])):
             h.update(rel.encode())
             with contextlib.suppress(OSError):
                 h.update((root / rel).read_bytes())

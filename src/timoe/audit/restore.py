@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from timoe.audit import AuditError
-from timoe.tracking import content_hash, git_state
+from timoe.tracking import NOT_CODE_EXCLUDES, content_hash, git_state
 
 
 def git(*args: str, cwd: Path, check: bool = True, stdin: bytes | None = None) -> subprocess.CompletedProcess:
@@ -57,7 +57,7 @@ def replay_dirty_tree(repo: Path, code: Path, commit: str, diff_sha256: str) -> 
     now = git_state(repo)
     if now["git_commit"] != commit or not diff_sha256 or now["git_diff_sha256"] != diff_sha256:
         return False
-    diff = git("diff", "HEAD", "--binary", "--", ".", ":(exclude)dvc.lock", cwd=repo).stdout
+    diff = git("diff", "HEAD", "--binary", "--", ".", *NOT_CODE_EXCLUDES, cwd=repo).stdout
     if diff:
         git("apply", "--whitespace=nowarn", "-", cwd=code, stdin=diff)
     status = git("status", "--porcelain", "--untracked-files=all", cwd=repo).stdout.decode()
