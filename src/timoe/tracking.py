@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -24,6 +25,8 @@ from typing import Any
 from timoe import __version__
 
 RUN_ID_FILE = "run_id.txt"
+HOST_TAG, PID_TAG = "host", "pid"  # which process wrote a run: a RUNNING run whose process is gone was killed
+REPLACED_BY_TAG = "replaced_by_run_id"
 LOG_ENV = "TIMOE_LOG"
 # Files that change while or because the pipeline runs, not because code changed: dvc.lock and
 # params.used.yaml are rewritten by every successful run, and SQLite's journals and timoe's lock
@@ -192,9 +195,11 @@ def tracked_run(
         tags["mlflow.parentRunId"] = parent_run_id
     if os.environ.get("SNAKEMAKE_JOBID"):
         tags["snakemake_jobid"] = os.environ["SNAKEMAKE_JOBID"]
+    tags[HOST_TAG], tags[PID_TAG] = socket.gethostname(), str(os.getpid())
     with mlflow.start_run(
         experiment_id=exp.experiment_id, run_name=run_name, tags=tags, nested=nested
     ) as run:
+        end_killed_runs(exp.experiment_id, stage, wildcards or {}, run.info.run_id)
         params = {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in flatten(config).items()}
         items = list(params.items())
         for i in range(0, len(items), 90):  # MLflow caps a log_params batch at 100
@@ -212,6 +217,41 @@ def tracked_run(
         _log_job_log(mlflow)
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def end_killed_runs(experiment_id: str, stage: str, wildcards: Mapping[str, Any], run_id: str) -> list[str]:
+    """End as KILLED the RUNNING runs of this same job whose process on this host is gone.
+
+    A SIGKILLed job cannot end its own run, which would otherwise stay RUNNING for good. Runs
+    from other hosts are left alone: their process cannot be checked from here.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    query = " and ".join(
+        [f"tags.stage = '{stage}'", f"tags.{HOST_TAG} = '{socket.gethostname()}'"]
+        + [f"tags.`wildcard.{k}` = '{v}'" for k, v in wildcards.items()]
+    )
+    ended = []
+    for r in client.search_runs([experiment_id], filter_string=query, max_results=1000):
+        pid = r.data.tags.get(PID_TAG, "")
+        if r.info.run_id == run_id or r.info.status != "RUNNING" or not pid.isdigit():
+            continue
+        if int(pid) != os.getpid() and not _process_alive(int(pid)):
+            client.set_tag(r.info.run_id, REPLACED_BY_TAG, run_id)
+            client.set_terminated(r.info.run_id, status="KILLED")
+            ended.append(r.info.run_id)
+    return ended
+
+
 def _log_job_log(mlflow: Any) -> None:
     """Attach the Snakemake job's log (path in TIMOE_LOG) to the run, as written so far."""
     log = os.environ.get(LOG_ENV)
@@ -227,3 +267,60 @@ def log_artifacts_from(paths: list[Path], artifact_path: str | None = None) -> N
     for p in paths:
         if Path(p).is_file():
             mlflow.log_artifact(str(p), artifact_path=artifact_path)
+
+
+RESUME_CHAIN_FILE = "mlflow_runs.txt"  # beside a job's checkpoint: its runs since it last finished
+RESUMED_FROM_TAG = "resumed_from_run_ids"
+RESUMED_BY_TAG = "resumed_by_run_id"
+
+
+class ResumeChain:
+    """Keep the MLflow record of a job that was killed and resumed in one run.
+
+    Each run of a job appends its id to a file beside the checkpoint. When a resumed run logs
+    its first epoch, the earlier runs of the chain (killed, so still RUNNING) are ended as
+    KILLED and tagged with the run that took over; their metric history before that epoch is
+    copied into the new run, which then carries the whole curve. A finished job clears the file.
+    """
+
+    def __init__(self, checkpoint_dir: Path | None, run_id: str) -> None:
+        self.file = Path(checkpoint_dir) / RESUME_CHAIN_FILE if checkpoint_dir else None
+        self.run_id = run_id
+        self.earlier: list[str] = []
+        if self.file is not None:
+            if self.file.exists():
+                self.earlier = [r for r in self.file.read_text().split() if r and r != run_id]
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.file, "a") as fh:
+                fh.write(run_id + "\n")
+        self._adopted = False
+
+    def first_epoch(self, epoch: int) -> None:
+        """Call before logging `epoch` (0-based); the first call adopts the earlier runs."""
+        if self._adopted:
+            return
+        self._adopted = True
+        if not self.earlier:
+            return
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        copied: dict[tuple[str, int], Metric] = {}
+        for old in self.earlier:  # later runs win where two logged the same epoch
+            run = client.get_run(old)
+            for key in run.data.metrics:
+                for m in client.get_metric_history(old, key):
+                    if m.step < epoch:
+                        copied[(key, m.step)] = Metric(key, m.value, m.timestamp, m.step)
+            client.set_tag(old, RESUMED_BY_TAG, self.run_id)
+            if run.info.status == "RUNNING":  # tracked_run ends it already when it ran on this host
+                client.set_terminated(old, status="KILLED")
+        batch = list(copied.values())
+        for i in range(0, len(batch), 900):  # MLflow caps a batch at 1000 metrics
+            client.log_batch(self.run_id, metrics=batch[i : i + 900])
+        client.set_tag(self.run_id, RESUMED_FROM_TAG, ",".join(self.earlier))
+
+    def finished(self) -> None:
+        if self.file is not None:
+            self.file.unlink(missing_ok=True)
