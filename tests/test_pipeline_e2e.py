@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from repo_support import BIN, copy_repo, git_commit_all, sh
 
@@ -114,6 +115,57 @@ def test_dvc_status_clean_after_run(pipeline):
     assert "up to date" in r.stdout.lower(), r.stdout
 
 
+def test_dvc_lock_records_the_params_the_run_used_not_params_yaml(pipeline):
+    repo = pipeline["repo"]
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    used = lock["stages"]["train"]["params"]["params.used.yaml"]
+    smoke = yaml.safe_load((repo / "workflow/smoke.yaml").read_text())
+    assert used["train"]["epochs"] == smoke["train"]["epochs"]
+    assert smoke["train"]["epochs"] != yaml.safe_load((repo / "params.yaml").read_text())["train"]["epochs"]
+    assert lock["stages"]["quantify"]["params"]["params.used.yaml"]["data.seed"] == smoke.get("data", {}).get(
+        "seed", yaml.safe_load((repo / "params.yaml").read_text())["data"]["seed"]
+    )
+
+
+def _resolved_params_files(repo: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in (repo / ".snakemake/timoe/params").glob("*.yaml")}
+
+
+def test_a_second_invocation_cannot_change_what_a_pipeline_runs(pipeline):
+    """Each invocation's params live in a file named by their content: another invocation with
+    other params writes another file, and leaves the first pipeline up to date."""
+    repo = pipeline["repo"]
+    before = _resolved_params_files(repo)
+    assert len(before) == 1
+    (repo / "other.yaml").write_text("train:\n  epochs: 2\n")
+    cmd = [
+        "snakemake",
+        "-n",
+        "--cores",
+        "1",
+        "--configfile",
+        "workflow/smoke.yaml",
+        "local.yaml",
+        "other.yaml",
+    ]
+    sh(cmd, repo)
+    (repo / "other.yaml").unlink()
+    after = _resolved_params_files(repo)
+    assert len(after) == 2 and {k: after[k] for k in before} == before
+    assert "Nothing to be done" in (r := snakemake(repo, "-n")).stdout + r.stderr
+
+
+def test_a_wildcard_cannot_inject_shell_commands(pipeline):
+    repo = pipeline["repo"]
+    target = "results/models/basicmotions/transformer/seed0;touch INJECTED;"
+    r = snakemake(repo, "--forcerun", "train", "--", target, check=False)
+    assert r.returncode != 0 and "No rule to produce" in r.stdout + r.stderr
+    assert (
+        not (repo / "INJECTED").exists()
+        and not (repo / "results/models/basicmotions/transformer/seed0;touch INJECTED").exists()
+    )
+
+
 def test_second_run_does_nothing(pipeline):
     repo = pipeline["repo"]
     assert "Nothing to be done" in snakemake(repo, "-n").stdout + snakemake(repo, "-n").stderr
@@ -144,8 +196,18 @@ def _planned_rules(repo: Path, extra: str) -> set[str]:
 def _planned_jobs(repo: Path, extra: str) -> list[str]:
     """Output paths of the jobs a dry run plans."""
     (repo / "extra.yaml").write_text(extra)
-    cmd = ["snakemake", "-n", "--cores", "2", "--profile", "workflow/profiles/default", "--configfile",
-           "workflow/smoke.yaml", "local.yaml", "extra.yaml"]
+    cmd = [
+        "snakemake",
+        "-n",
+        "--cores",
+        "2",
+        "--profile",
+        "workflow/profiles/default",
+        "--configfile",
+        "workflow/smoke.yaml",
+        "local.yaml",
+        "extra.yaml",
+    ]
     r = sh(cmd, repo)
     return re.findall(r"^\s+output: (\S+)", r.stdout + r.stderr, flags=re.M)
 
@@ -187,8 +249,9 @@ def test_notebook_executes_on_the_finished_pipeline(pipeline, monkeypatch):
     repo = pipeline["repo"]
     nb = nbformat.read(repo / "notebooks/explore_results.ipynb", as_version=4)
     monkeypatch.setenv("TIMOE_ROOT", str(repo))  # the kernel inherits this environment
-    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(repo / "notebooks")}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(repo / "notebooks")}}
+    ).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     html = "".join(str(o.get("data", {}).get("text/html", "")) for o in outputs)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -13,11 +15,13 @@ from typing import Any
 import yaml
 
 from timoe.atomic import atomic_write_text
-from timoe.config import ConfigError, Params, validate
+from timoe.config import DATASET_NAMES, MODEL_NAMES, ConfigError, Params, validate
 from timoe.stages.common import needs_rus
 from timoe.workflow_targets import targets
 
-RESOLVED_PATH = Path(".snakemake/timoe/params.resolved.yaml")
+RESOLVED_DIR = Path(".snakemake/timoe/params")
+# The params of the last successful run, beside dvc.lock (commit both).
+USED_PARAMS = Path("params.used.yaml")
 
 
 @dataclass
@@ -33,16 +37,33 @@ class Pipeline:
             print(f"timoe: {err}", file=sys.stderr)
             raise SystemExit(2) from None
 
-    def write_resolved(self, path: Path = RESOLVED_PATH) -> str:
-        """Write the validated config once per invocation; rules pass this path to `timoe`.
+    def resolved_text(self) -> str:
+        return yaml.safe_dump(self.params.model_dump(), sort_keys=True)
 
-        The path is constant so that changing a value does not change any rule's command
-        (which would rerun everything); reruns follow each rule's declared params instead.
+    def write_resolved(self, folder: Path = RESOLVED_DIR) -> str:
+        """Write the validated config to a file named by its content; rules pass it to `timoe`.
+
+        Content-addressed, so a second invocation with other params writes another file and can
+        never change what a running pipeline's later jobs read (a cluster job re-parsing the
+        Snakefile with the same config finds the same file). The path enters the rules' shell
+        commands only when they are formatted, so a new value reruns only the rules whose
+        declared params (`reads`) changed, not every rule.
         """
-        text = yaml.safe_dump(self.params.model_dump(), sort_keys=True)
+        text = self.resolved_text()
+        path = folder / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
         if not path.exists() or path.read_text() != text:
             atomic_write_text(path, text)
         return str(path)
+
+    def wildcard_pattern(self, name: str) -> str:
+        """The regex a rule's wildcard must match: the schema's names, or digits for seeds."""
+        names = {
+            "dataset": (*DATASET_NAMES, *self.params.data.datasets),
+            "model": MODEL_NAMES,
+        }
+        if name == "seed":
+            return r"\d+"
+        return "|".join(re.escape(n) for n in sorted(set(names[name]), key=len, reverse=True))
 
     def _get(self, dotted: str) -> Any:
         node: Any = self.params.model_dump()
@@ -81,6 +102,8 @@ class Pipeline:
     def on_success(self) -> None:
         if not self.params.tracking.dvc_commit:
             return
+        # dvc.yaml reads stage params from this file, so dvc.lock records this run's values.
+        atomic_write_text(USED_PARAMS, self.resolved_text())
         dvc_commit(Path("."))
 
 

@@ -14,11 +14,16 @@ rule evaluate:
         ),
     params:
         reads=lambda w: PIPE.params_json("evaluate"),
-        rus=lambda w, input: " ".join(f"--rus {d}" for d in input.rus),
-        sweeps=lambda w, input: " ".join(f"--sweeps {d}" for d in input.sweeps),
-        checks=lambda w, input: " ".join(f"--checks {d}" for d in input.checks),
+        rus=lambda w, input: " ".join(f"--rus {shlex.quote(d)}" for d in input.rus),
+        sweeps=lambda w, input: " ".join(f"--sweeps {shlex.quote(d)}" for d in input.sweeps),
+        checks=lambda w, input: " ".join(f"--checks {shlex.quote(d)}" for d in input.checks),
+    # Slurm asks for these (memory and time grow with each retry); declared per rule so that
+    # `--default-resources` on the command line cannot drop them. MiB, minutes.
+    resources:
+        mem_mb=lambda w, attempt: 2000 * attempt,
+        runtime=lambda w, attempt: 30 * attempt,
     log:
         "logs/evaluate.log",
     shell:
-        "TIMOE_LOG={log} timoe evaluate {input.models} {params.rus} {params.sweeps} {params.checks} --out {output}"
-        " --params {RESOLVED} > {log} 2>&1"
+        "TIMOE_LOG={log:q} timoe evaluate {input.models:q} {params.rus} {params.sweeps} {params.checks} --out {output:q}"
+        " --params {RESOLVED:q} > {log:q} 2>&1"

@@ -3,7 +3,12 @@ rule prepare:
         directory("data/processed/{dataset}"),
     params:
         reads=lambda w: PIPE.params_json("data.seed", f"data.{dataset_key(w.dataset)}"),
+    # Slurm asks for these (memory and time grow with each retry); declared per rule so that
+    # `--default-resources` on the command line cannot drop them. MiB, minutes.
+    resources:
+        mem_mb=lambda w, attempt: 2000 * attempt,
+        runtime=lambda w, attempt: 30 * attempt,
     log:
         "logs/prepare/{dataset}.log",
     shell:
-        "TIMOE_LOG={log} timoe prepare --dataset {wildcards.dataset} --out {output} --params {RESOLVED} > {log} 2>&1"
+        "TIMOE_LOG={log:q} timoe prepare --dataset {wildcards.dataset:q} --out {output:q} --params {RESOLVED:q} > {log:q} 2>&1"

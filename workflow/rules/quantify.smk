@@ -5,8 +5,13 @@ rule quantify:
         directory("results/rus/{dataset}"),
     params:
         reads=lambda w: PIPE.params_json("rus", "data.seed"),
+    # Slurm asks for these (memory and time grow with each retry); declared per rule so that
+    # `--default-resources` on the command line cannot drop them. MiB, minutes.
+    resources:
+        mem_mb=lambda w, attempt: 4000 * attempt,
+        runtime=lambda w, attempt: 60 * attempt,
     log:
         "logs/quantify/{dataset}.log",
     shell:
-        "TIMOE_LOG={log} timoe quantify --dataset {wildcards.dataset} --data {input.data} --out {output}"
-        " --params {RESOLVED} > {log} 2>&1"
+        "TIMOE_LOG={log:q} timoe quantify --dataset {wildcards.dataset:q} --data {input.data:q} --out {output:q}"
+        " --params {RESOLVED:q} > {log:q} 2>&1"
