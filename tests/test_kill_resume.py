@@ -102,3 +102,25 @@ def test_sigkill_then_rerun_matches_uninterrupted(tmp_path: Path):
     for key in ("history", "best_epoch", "val_accuracy", "test_accuracy", "test_macro_f1"):
         assert got[key] == expected[key], key
     assert not (killed / CKPT).exists()  # removed once the job finished
+
+    # the records: the killed run ended KILLED and points at the run that resumed it, which
+    # carries the whole curve (the epochs before the kill included); no debris left for DVC
+    from mlflow.tracking import MlflowClient
+
+    def train_runs(repo: Path) -> tuple[MlflowClient, list]:
+        client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+        exps = [e.experiment_id for e in client.search_experiments()]
+        return client, client.search_runs(exps, filter_string="tags.stage = 'train'")
+
+    client, runs = train_runs(killed)
+    by_status = {r.info.status: r for r in runs}
+    assert sorted(by_status) == ["FINISHED", "KILLED"], [r.info.status for r in runs]
+    resumed, dead = by_status["FINISHED"], by_status["KILLED"]
+    assert dead.data.tags["resumed_by_run_id"] == resumed.info.run_id
+    assert resumed.data.tags["resumed_from_run_ids"] == dead.info.run_id
+    plain_client, plain_runs = train_runs(plain)
+    for key in ("train_loss", "val_accuracy"):
+        want = [(m.step, m.value) for m in plain_client.get_metric_history(plain_runs[0].info.run_id, key)]
+        got_history = [(m.step, m.value) for m in client.get_metric_history(resumed.info.run_id, key)]
+        assert sorted(got_history) == sorted(want), key
+    assert not list((killed / "results/models/basicmotions/transformer").glob(".*"))

@@ -2,6 +2,9 @@
 
 params.yaml is grouped by stage. Unknown keys, wrong types and out-of-range values are
 rejected with the dotted key path named, so a typo never silently falls back to a default.
+So are values that would pass a field's own bounds and fail later: inf/NaN floats, booleans
+for numbers, a key given twice in one YAML file, patches or lags that do not fit a data set's
+window, and sweep values their target field would reject.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ TIMOE_MODELS = ("timoe", "timoe-nolosses", "timoe-shuffled-rus", "timoe-dataset-
 ORACLE_MODELS = ("oracle",)
 MODEL_NAMES = (*BASELINE_MODELS, *TIMOE_MODELS, *ORACLE_MODELS)
 REGIME_DATASETS = ("synthetic-regimes",)  # data sets that record each window's true regime
+BASICMOTIONS_STEPS = 100  # every UEA BasicMotions case is 100 steps long (timoe.data.basicmotions)
+SEED_LIMIT = 2**32  # numpy's legacy seeding (and so seed_everything) takes seeds in 0..2**32-1
 
 
 def runs_on(model: str, dataset: str) -> bool:
@@ -36,8 +41,30 @@ class ConfigError(ValueError):
     """Raised when params do not validate; the message names each offending key path."""
 
 
+def _accepts_bool(annotation: Any) -> bool:
+    """Whether a field's type admits True/False itself (bool, Any, or a union/list holding one)."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_accepts_bool(a) for a in get_args(annotation) if not isinstance(a, str))
+
+
+def _holds_bool(value: Any) -> bool:
+    return isinstance(value, bool) or (isinstance(value, list) and any(isinstance(v, bool) for v in value))
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: an inf or NaN float passes every ge/le bound check of its own field
+    # and then turns the loss to NaN; no knob of the pipeline means anything at inf or NaN.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: Any) -> Any:
+        # Pydantic reads `epochs: true` as 1; YAML makes that typo easy and it must not run.
+        field = cls.model_fields.get(info.field_name) if info.field_name else None
+        if field is not None and _holds_bool(value) and not _accepts_bool(field.annotation):
+            raise ValueError(f"expected a number, got the boolean {value!r}")
+        return value
 
 
 # ---------------------------------------------------------------- data
@@ -95,7 +122,7 @@ class SyntheticRegimesConfig(_Strict):
     m0..m{n_modalities-1}; each term gives one bit of the label (two terms: 4 classes).
     """
 
-    seed: int = Field(0, ge=0, le=2**32 - 1)
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT)
     n_train: int = Field(3000, ge=10, le=1_000_000, description="training windows")
     n_val: int = Field(1000, ge=10, le=1_000_000)
     n_test: int = Field(1000, ge=10, le=1_000_000)
@@ -166,7 +193,7 @@ class SyntheticRegimesConfig(_Strict):
 class DataConfig(_Strict):
     datasets: list[Literal[DATASET_NAMES]] = Field(  # type: ignore[valid-type]  # names from one tuple
         default_factory=lambda: ["hapt", "basicmotions"])
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT)
     hapt: HaptConfig = HaptConfig()
     basicmotions: BasicMotionsConfig = BasicMotionsConfig()
     synthetic_regimes: SyntheticRegimesConfig = SyntheticRegimesConfig()
@@ -308,6 +335,14 @@ class ModelConfig(_Strict):
             raise ValueError(f"unknown model name(s) {unknown}; known: {list(MODEL_NAMES)}")
         return v
 
+    @field_validator("moe_layers")
+    @classmethod
+    def _unique_layers(cls, v: list[int]) -> list[int]:
+        # a layer listed twice would be built once and counted twice in diagnostics
+        if len(set(v)) != len(v):
+            raise ValueError(f"layer(s) {sorted({i for i in v if v.count(i) > 1})} listed twice")
+        return v
+
     @model_validator(mode="after")
     def _shapes(self) -> ModelConfig:
         if self.d_model % self.n_heads:
@@ -354,8 +389,8 @@ class TrainConfig(_Strict):
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, v: list[int]) -> list[int]:
-        if not v or len(set(v)) != len(v) or any(s < 0 for s in v):
-            raise ValueError("seeds must be distinct non-negative integers, at least one")
+        if not v or len(set(v)) != len(v) or any(s < 0 or s >= SEED_LIMIT for s in v):
+            raise ValueError(f"seeds must be distinct integers in 0..{SEED_LIMIT - 1}, at least one")
         return v
 
 
@@ -376,7 +411,18 @@ class SearchParam(_Strict):
             raise ValueError("numeric parameter needs low <= high")
         elif self.log and self.low <= 0:
             raise ValueError("log scale needs low > 0")
+        elif self.type == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            # optuna would truncate 8.5 to 8 silently
+            raise ValueError(f"int parameter needs whole-number bounds, got {self.low}..{self.high}")
         return self
+
+    def values_to_check(self) -> list[Any]:
+        """The values a trial may take that decide validity: the choices, or both bounds."""
+        if self.type == "categorical":
+            return list(self.choices or [])
+        if self.type == "int":
+            return [int(self.low or 0), int(self.high or 0)]
+        return [self.low, self.high]
 
 
 SWEEPABLE_KEYS = (
@@ -411,7 +457,7 @@ class SweepConfig(_Strict):
     n_trials: int = Field(12, ge=1, le=100_000)
     epochs: int = Field(5, ge=1, le=10_000)
     n_workers: int = Field(1, ge=1, le=256)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT)
     metric: Literal["val_accuracy", "val_macro_f1"] = "val_accuracy"
     storage: str | None = Field(None, description="SQLAlchemy URL; None: a journal file per study")
     pruning: bool = True
@@ -454,15 +500,68 @@ class Params(_Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     tracking: TrackingConfig = TrackingConfig()
 
+    @model_validator(mode="after")
+    def _fits_the_windows(self) -> Params:
+        # A patch longer than the window leaves no token (NaN loss); a lag as long as the window
+        # leaves its RUS row with no sample (R = U = S = 0, reported as a finding).
+        for key, window in _windows(self.data).items():
+            if self.model.patch_size > window:
+                raise ValueError(f"model.patch_size {self.model.patch_size} exceeds {key} ({window} steps)")
+            long = [k for k in self.rus.lags if k >= window]
+            if long:
+                raise ValueError(f"rus.lags {long} are not shorter than {key} ({window} steps)")
+            if self.rus.form == "directed" and self.rus.past_horizon >= window:
+                raise ValueError(f"rus.past_horizon {self.rus.past_horizon} is not shorter than {key} "
+                                 f"({window} steps)")
+        return self
+
+    @model_validator(mode="after")
+    def _sweep_values_fit(self) -> Params:
+        # Checked here, not when a trial draws the value: then the error names the sweep key,
+        # not the field it overrides, and comes before any trial has run.
+        for model, space in self.sweep.space.items():
+            for key, spec in space.items():
+                problem = _sweep_problem(self, key, spec)
+                if problem:
+                    raise ValueError(f"sweep.space.{model}.{key}: {problem}")
+        return self
+
+
+def _windows(data: DataConfig) -> dict[str, int]:
+    """Window length of each listed data set whose window the schema knows, by its key path."""
+    known = {
+        "hapt": ("data.hapt.window", data.hapt.window),
+        "basicmotions": ("the BasicMotions window", BASICMOTIONS_STEPS),
+        "synthetic-regimes": ("data.synthetic_regimes.window", data.synthetic_regimes.window),
+    }
+    return dict(known[d] for d in data.datasets if d in known)
+
+
+def _sweep_problem(params: Params, key: str, spec: SearchParam) -> str | None:
+    """Why a sweep parameter can draw a value its target field rejects, or None."""
+    parent_path, leaf = key.rsplit(".", 1)
+    parent = section(params, parent_path)
+    if spec.type == "float" and type(parent).model_fields[leaf].annotation is int:
+        return f"type float draws fractions but {key} is an integer; use type int"
+    for value in spec.values_to_check():
+        try:
+            type(parent).model_validate({**parent.model_dump(), leaf: value})
+        except ValidationError as err:
+            detail = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+            what = "choice" if spec.type == "categorical" else "bound"
+            return f"{what} {value!r} is invalid for {key}: {detail}"
+    return None
+
 
 def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        path = ".".join(str(p) for p in e["loc"])
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        lines.append(f"  {path}: {msg}")
+        # cross-section checks run on the whole params and name their key paths themselves
+        lines.append(f"  {path}: {msg}" if path else f"  {msg.removeprefix('Value error, ')}")
     return "invalid params:\n" + "\n".join(lines)
 
 
@@ -487,11 +586,37 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int) -> None:
+        super().__init__(f"duplicate key {key!r} (line {line})")
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, str | int | float | bool) and key != "<<":
+            if key in seen:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1)
+            seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently,
+    so an edit further down a file would quietly undo one above it)."""
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"params file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}  # a SafeLoader subclass
+    except _DuplicateKey as err:
+        raise ConfigError(f"params file {path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"params file {path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):

@@ -6,12 +6,63 @@ labels) or directly into a `WindowedDataset`; prepare.py normalises and writes t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 SPLITS = ("train", "val", "test")
+
+
+def is_index(value: object) -> bool:
+    """An integer index as JSON or numpy gives it; True/False and 1.0 are not indices."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def modality_problem(modalities: object, n_channels: int, reserved: Sequence[int] = ()) -> str | None:
+    """Why a modality map is not a partition of the channels, or None.
+
+    The map must be a non-empty {name: [channel index, ...]} whose lists are non-empty and
+    together hold every channel exactly once; `reserved` channels (e.g. the synthetic data's
+    true-regime one-hots) belong to no modality. A channel in no modality would be read by no
+    expert, one in two would be counted twice by the RUS estimate.
+    """
+    if not isinstance(modalities, dict) or not modalities:
+        return f"must be a non-empty mapping of modality name to channel indices, got {modalities!r}"
+    for name, idx in modalities.items():
+        if not isinstance(idx, list) or not idx or not all(is_index(i) for i in idx):
+            return f"modality {name!r} must list integer channel indices, got {idx!r}"
+    used = sorted(int(i) for idx in modalities.values() for i in idx) + sorted(int(i) for i in reserved)
+    outside = sorted({i for i in used if i < 0 or i >= n_channels})
+    if outside:
+        return f"channel index(es) {outside} outside 0..{n_channels - 1}"
+    twice = sorted({i for i in used if used.count(i) > 1})
+    if twice:
+        return f"channel(s) {twice} in more than one modality"
+    missing = sorted(set(range(n_channels)) - set(used))
+    if missing:
+        return f"channel(s) {missing} in no modality"
+    return None
+
+
+def names_problem(names: object, what: str) -> str | None:
+    """Why a list of class or channel names is not a non-empty list of distinct strings, or None.
+
+    A string is refused although it iterates: `classes: "abcd"` would read as four classes.
+    """
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        return f"{what} must be a non-empty list of names (strings), got {names!r}"
+    if len(set(names)) != len(names):
+        return f"{what} lists a name twice: {names}"
+    return None
+
+
+def shared_subjects(subject: np.ndarray, split: np.ndarray) -> list[int]:
+    """Subjects with windows in more than one split (a leak of test or val data into training)."""
+    pairs = np.unique(np.stack([subject.astype(np.int64), np.unique(split, return_inverse=True)[1]]), axis=1)
+    ids, n_splits = np.unique(pairs[0], return_counts=True)
+    return ids[n_splits > 1].tolist()
 
 
 @dataclass(frozen=True)
@@ -76,11 +127,19 @@ class WindowedDataset:
                 raise ValueError(f"{self.name}: {key} has shape {arr.shape}, expected {shape}")
         if len(self.channels) != c:
             raise ValueError(f"{self.name}: {len(self.channels)} channel names for {c} channels")
-        used = sorted(i for idx in self.modalities.values() for i in idx)
-        if any(i < 0 or i >= c for i in used) or len(set(used)) != len(used):
-            raise ValueError(f"{self.name}: modality map {self.modalities} is not a partition of channels")
+        for what in ("channels", "classes"):
+            problem = names_problem(getattr(self, what), what)
+            if problem:
+                raise ValueError(f"{self.name}: {problem}")
+        problem = modality_problem(self.modalities, c, self.extra.get("regime_channels", ()))
+        if problem:
+            raise ValueError(f"{self.name}: modality map {self.modalities}: {problem}")
         bad = set(np.unique(self.split).tolist()) - set(SPLITS)
         if bad:
             raise ValueError(f"{self.name}: unknown split name(s) {sorted(bad)}")
+        shared = shared_subjects(self.subject, self.split) if n else []
+        if shared:
+            raise ValueError(f"{self.name}: subject(s) {shared[:10]} have windows in more than one split; "
+                             "splits must be by subject")
         if n and (self.label.min() < 0 or self.label.max() >= len(self.classes)):
             raise ValueError(f"{self.name}: window labels outside 0..{len(self.classes) - 1}")

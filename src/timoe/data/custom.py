@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from timoe.data.base import SPLITS, WindowedDataset
+from timoe.data.base import SPLITS, WindowedDataset, is_index, modality_problem, names_problem
 from timoe.data.errors import DataFormatError, DataSourceError
 from timoe.data.sources import sha256_file
 from timoe.data.splits import require_splits, split_by_subject
@@ -36,10 +36,26 @@ def read_spec(path: Path) -> dict[str, Any]:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DataFormatError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(spec, dict):
+        raise DataFormatError(f"{path}: expected a JSON object at the top level")
     missing = [k for k in ("name", "n_timesteps", "channels", "modalities", "classes") if k not in spec]
     if missing:
         raise DataFormatError(f"{path}: missing key(s) {missing}")
+    _check_spec(spec, path)
     return spec
+
+
+def _check_spec(spec: dict[str, Any], path: Path) -> None:
+    """Types as the format says, before any of them is used (a string would iterate as letters)."""
+    if not is_index(spec["n_timesteps"]) or spec["n_timesteps"] < 1:
+        raise DataFormatError(f"{path}: n_timesteps must be a positive integer, got {spec['n_timesteps']!r}")
+    for key in ("channels", "classes"):
+        problem = names_problem(spec[key], key)
+        if problem:
+            raise DataFormatError(f"{path}: {problem}")
+    problem = modality_problem(spec["modalities"], len(spec["channels"]))
+    if problem:
+        raise DataFormatError(f"{path}: modalities: {problem}")
 
 
 def _column(frame: pl.DataFrame, name: str, path: Path) -> np.ndarray:
@@ -81,6 +97,10 @@ def build(
     t, channels, classes = int(spec["n_timesteps"]), list(spec["channels"]), list(spec["classes"])
     n, c = len(frame), len(channels)
     x = _lists(frame, "x", t * c, parquet).astype(np.float32).reshape(n, t, c)
+    bad = ~np.isfinite(x).all(axis=(1, 2))
+    if bad.any():
+        raise DataFormatError(f"{parquet}: column x holds NaN or inf in {int(bad.sum())} window(s) (rows "
+                              f"{np.flatnonzero(bad)[:5].tolist()}); timoe does not impute")
     raw = _column(frame, "label", parquet)
     if raw.dtype.kind in "OUS":
         unknown = sorted(set(raw.tolist()) - set(classes))

@@ -31,3 +31,16 @@ class UnknownDatasetError(DataError, ValueError):
 
 class UnsafePickleError(DataFormatError, pickle.UnpicklingError):
     """A pickle references a global outside the reader's allow-list; nothing from it was run."""
+
+
+class NonFiniteError(DataError, FloatingPointError):
+    """A training loss, validation output or metric came out NaN or inf.
+
+    Raised by the training loop rather than letting a NaN run finish at chance level with exit
+    0. It is a DataError so that the CLI reports it in one line (exit 2): its cause is nearly
+    always an input (extreme or missing values) or a loss weight, which the message names.
+    """
+
+
+class DataWarning(UserWarning):
+    """A data set that prepares but may mislead, e.g. a class with no training window."""

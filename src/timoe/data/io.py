@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from timoe.data.base import SPLITS
+from timoe.data.base import SPLITS, is_index, modality_problem, names_problem, shared_subjects
 from timoe.data.errors import PreparedDataError
 
 WINDOWS_FILE = "windows.parquet"
@@ -134,13 +134,32 @@ def read_meta(out_dir: Path) -> dict[str, Any]:
     if missing:
         raise PreparedDataError(f"{path}: missing key(s) {missing}")
     for key in ("n_timesteps", "n_channels"):
-        if not isinstance(meta[key], int) or meta[key] < 1:
+        if not is_index(meta[key]) or meta[key] < 1:
             raise PreparedDataError(f"{path}: {key} must be a positive integer, got {meta[key]!r}")
+    _check_meta_maps(meta, path)
+    return meta
+
+
+def _check_meta_maps(meta: dict[str, Any], path: Path) -> None:
+    """Names, modality map and counts: what every later stage indexes without a second look."""
+    for key in ("channels", "classes"):
+        problem = names_problem(meta[key], key)
+        if problem:
+            raise PreparedDataError(f"{path}: {problem}")
     if len(meta["channels"]) != meta["n_channels"]:
         raise PreparedDataError(
             f"{path}: {len(meta['channels'])} channel names for n_channels={meta['n_channels']}"
         )
-    return meta
+    extra = meta.get("extra") if isinstance(meta.get("extra"), dict) else {}
+    reserved = extra.get("regime_channels", [])
+    if not isinstance(reserved, list) or not all(is_index(i) for i in reserved):
+        raise PreparedDataError(f"{path}: extra.regime_channels must list channel indices, got {reserved!r}")
+    problem = modality_problem(meta["modalities"], meta["n_channels"], reserved)
+    if problem:
+        raise PreparedDataError(f"{path}: modalities: {problem}")
+    counts = meta["counts"]
+    if not isinstance(counts, dict) or not isinstance(counts.get("split", {}), dict):
+        raise PreparedDataError(f"{path}: counts must be a mapping with a 'split' mapping, got {counts!r}")
 
 
 def _read_table(path: Path) -> pl.DataFrame:
@@ -206,6 +225,16 @@ def _check_consistency(data: PreparedData, path: Path) -> None:
         raise PreparedDataError(f"{path}: unknown split name(s) {bad}")
     if np.unique(data.window_id).size != len(data):
         raise PreparedDataError(f"{path}: window_id values are not unique")
+    bad_x = ~np.isfinite(data.x).all(axis=(1, 2))
+    if bad_x.any():
+        # prepare never writes these (it refuses a non-finite source), so the file was altered
+        raise PreparedDataError(
+            f"{path}: column x holds NaN or inf in {int(bad_x.sum())} window(s) (window_id "
+            f"{data.window_id[bad_x][:5].tolist()}); re-run `timoe prepare`"
+        )
+    shared = shared_subjects(data.subject, data.split) if len(data) else []
+    if shared:
+        raise PreparedDataError(f"{path}: subject(s) {shared[:10]} have windows in more than one split")
     expected = data.meta["counts"].get("split", {})
     found = {s: int(np.sum(data.split == s)) for s in SPLITS}
     if {s: expected.get(s, 0) for s in SPLITS} != found:

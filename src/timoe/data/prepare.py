@@ -6,6 +6,7 @@ Deterministic: the same source files and config give the same windows, split and
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 from timoe.atomic import atomic_dir as atomic_directory
 from timoe.config import DataConfig
 from timoe.data.base import SPLITS, WindowedDataset
-from timoe.data.errors import DataFormatError
+from timoe.data.errors import DataFormatError, DataWarning
 from timoe.data.io import FORMAT_VERSION, META_FILE, WINDOWS_FILE, write_meta, write_windows
 from timoe.data.normalise import apply_channel_stats, fit_channel_stats
 from timoe.data.registry import get_dataset
@@ -49,14 +50,32 @@ def build_meta(ds: WindowedDataset, mean: np.ndarray, std: np.ndarray) -> dict[s
     }
 
 
+def build_checked(name: str, data_cfg: DataConfig) -> WindowedDataset:
+    """Build one data set and check it, writing nothing: the prepare stage calls this before it
+    opens an MLflow run, so a bad source leaves no run and no output behind."""
+    ds = get_dataset(name)(data_cfg)
+    bad = ~np.isfinite(ds.x).all(axis=(1, 2))
+    if bad.any():
+        raise DataFormatError(f"{name}: the source holds NaN or inf values in {int(bad.sum())} window(s), "
+                              "which prepare does not impute")
+    absent = [c for i, c in enumerate(ds.classes) if not np.any(ds.label[ds.split == "train"] == i)]
+    if absent:
+        # a warning, not an error: a smoke-run subset may lack a class; its test windows then
+        # score as errors whatever the model does
+        warnings.warn(f"{name}: class(es) {absent} have no training window", DataWarning, stacklevel=2)
+    return ds
+
+
 def prepare_dataset(name: str, data_cfg: DataConfig, out_dir: Path) -> dict[str, Any]:
     """Build, normalise (train statistics) and write one data set to out_dir; return its meta.
 
     Written atomically: on any error out_dir is left as it was before the call.
     """
-    ds = get_dataset(name)(data_cfg)
-    if not np.isfinite(ds.x).all():
-        raise DataFormatError(f"{name}: the source holds NaN or inf values, which prepare does not impute")
+    return write_prepared(build_checked(name, data_cfg), out_dir)
+
+
+def write_prepared(ds: WindowedDataset, out_dir: Path) -> dict[str, Any]:
+    """Normalise (train statistics) and write a built data set to out_dir atomically; its meta."""
     mean, std = fit_channel_stats(ds.x, ds.split)
     x = apply_channel_stats(ds.x, mean, std)
     meta = build_meta(ds, mean, std)

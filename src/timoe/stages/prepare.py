@@ -8,11 +8,12 @@ from typing import Any
 
 from timoe.atomic import atomic_dir
 from timoe.config import Params
-from timoe.data.prepare import prepare_dataset
+from timoe.data.prepare import build_checked, write_prepared
 from timoe.tracking import experiment_name, log_artifacts_from, tracked_run
 
 
 def run_prepare(params: Params, *, dataset: str, out_dir: Path) -> dict[str, Any]:
+    ds = build_checked(dataset, params.data)  # before the run opens: a bad source records nothing
     with atomic_dir(out_dir) as tmp:
         import mlflow
 
@@ -28,7 +29,7 @@ def run_prepare(params: Params, *, dataset: str, out_dir: Path) -> dict[str, Any
             run_name=f"prepare/{dataset}",
         ):
             staging = tmp / "staging"
-            meta = prepare_dataset(dataset, params.data, staging)
+            meta = write_prepared(ds, staging)
             for f in staging.iterdir():
                 os.replace(f, tmp / f.name)
             staging.rmdir()

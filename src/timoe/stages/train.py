@@ -17,19 +17,16 @@ import polars as pl
 import torch
 
 from timoe.atomic import atomic_dir
-from timoe.config import Params
+from timoe.config import SEED_LIMIT, ConfigError, Params
+from timoe.data.errors import NonFiniteError
 from timoe.data.io import load_prepared
 from timoe.device import pick_device
-from timoe.stages.common import (
-    apply_overrides,
-    matplotlib_agg,
-    needs_rus,
-    read_best_params,
-    save_json,
-    stable_hash,
-)
-from timoe.tracking import content_hash, experiment_name, log_artifacts_from, tracked_run
-from timoe.training.loop import LoopSettings, predict, train
+from timoe.models.model import needs_rus
+from timoe.overrides import apply_overrides
+from timoe.plotting import matplotlib_agg
+from timoe.stages.common import read_best_params, save_json, stable_hash
+from timoe.tracking import ResumeChain, content_hash, experiment_name, log_artifacts_from, tracked_run
+from timoe.training.loop import NON_FINITE_HINT, LoopSettings, predict, train
 from timoe.training.patching import Patched, patched_modalities
 from timoe.training.seeding import seed_everything
 
@@ -128,8 +125,8 @@ def build_for_data(
 
     p = params.model.patch_size
     n_steps = int(meta["n_timesteps"]) // p
-    if n_steps < 1:
-        raise ValueError(f"model.patch_size {p} exceeds the window of {meta['n_timesteps']} steps")
+    if n_steps < 1:  # the schema checks known data sets; this catches any other prepared data
+        raise ConfigError(f"model.patch_size {p} exceeds the window of {meta['n_timesteps']} steps")
     modalities = {m: list(ch) for m, ch in meta["modalities"].items()}
     provider = build_provider(params, model_name, meta, rus) if rus is not None else None
     regime = None
@@ -247,6 +244,8 @@ def _plot_curves(history: list[dict[str, float]], path: Path) -> None:
 
 def run_train(params: Params, job: TrainJob, *, progress: bool = False) -> dict[str, Any]:
     """Train one model; write model.pt, predictions.parquet, metrics.json, curves.png atomically."""
+    if not 0 <= job.seed < SEED_LIMIT:  # --seed bypasses train.seeds' check; numpy would fail late
+        raise ConfigError(f"seed {job.seed} outside 0..{SEED_LIMIT - 1}")
     overrides = read_best_params(job.sweep_dir) if params.train.use_sweep else {}
     eff = apply_overrides(params, overrides) if overrides else params
     tc = eff.train
@@ -303,8 +302,11 @@ def run_train(params: Params, job: TrainJob, *, progress: bool = False) -> dict[
             device=str(device),
             run_name=f"train/{job.dataset}/{job.model}/seed{job.seed}",
         ) as run:
+            # A killed earlier run of this job ends as KILLED; this run takes over its curve.
+            chain = ResumeChain(job.checkpoint_dir, run.info.run_id)
 
             def log_epoch(epoch: int, m: dict[str, float]) -> None:
+                chain.first_epoch(epoch)
                 mlflow.log_metrics({k: v for k, v in m.items() if np.isfinite(v)}, step=epoch)
                 # One line per epoch in the job's log: progress bars are off when not on a terminal.
                 print(
@@ -339,6 +341,9 @@ def run_train(params: Params, job: TrainJob, *, progress: bool = False) -> dict[
 
             for split_name, part in (("val", va), ("test", te)):
                 prob = predict(model, part.x, device)
+                if not np.isfinite(prob).all():  # NaN argmaxes to class 0: a chance-level "result"
+                    raise NonFiniteError(f"non-finite {split_name} predictions of the selected model: "
+                                         f"{NON_FINITE_HINT}")
                 pred = prob.argmax(axis=1) if len(prob) else np.zeros(0, dtype=np.int64)
                 for k, v in classification_metrics(part.label, pred, n_classes).items():
                     summary[f"{split_name}_{k}"] = v
@@ -396,4 +401,5 @@ def run_train(params: Params, job: TrainJob, *, progress: bool = False) -> dict[
             log_artifacts_from([tmp / "metrics.json", tmp / "curves.png", tmp / "routing.json"])
     if ckpt is not None and ckpt.exists():
         ckpt.unlink()  # finished: a later run with the same key must start fresh, not "resume" at the end
+    chain.finished()
     return summary

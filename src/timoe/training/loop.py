@@ -9,8 +9,11 @@ an uninterrupted run on CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
+import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +24,7 @@ import torch
 from torch import nn
 
 from timoe.atomic import atomic_write_bytes
+from timoe.data.errors import NonFiniteError
 from timoe.evaluation.metrics import classification_metrics
 from timoe.training.seeding import epoch_generator
 
@@ -28,6 +32,11 @@ if TYPE_CHECKING:
     from timoe.config import TrainConfig
 
 EpochCallback = Callable[[int, dict[str, float]], None]
+NON_FINITE_HINT = "check model.losses.* and the prepared inputs"
+
+
+class CheckpointWarning(UserWarning):
+    """A resume checkpoint could not be read; it was moved aside and training started afresh."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +184,82 @@ def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
+def _check_loss(parts: dict[str, float], epoch: int, step: int) -> None:
+    """Stop on a NaN/inf loss: one NaN step makes every later weight NaN, and the run would
+    otherwise finish at chance level and report success (epoch counted from 1, as the log)."""
+    if math.isfinite(parts["loss"]):
+        return  # a detached diagnostic part may be NaN without touching the weights
+    bad = [k for k, v in parts.items() if k != "loss" and not math.isfinite(v)]
+    where = f" (non-finite: {', '.join(bad)})" if bad else ""
+    raise NonFiniteError(
+        f"non-finite training loss at epoch {epoch + 1}, step {step}{where}: {NON_FINITE_HINT}"
+    )
+
+
+def _check_validation(val_prob: np.ndarray, metrics: dict[str, float], selection: str, epoch: int) -> None:
+    """NaN probabilities argmax to class 0, which scores as a plausible chance-level accuracy."""
+    if not np.isfinite(val_prob).all():
+        raise NonFiniteError(f"non-finite validation output at epoch {epoch + 1}: {NON_FINITE_HINT}")
+    value = metrics.get(selection)
+    if value is not None and len(val_prob) and not math.isfinite(value):
+        raise NonFiniteError(f"non-finite {selection} at epoch {epoch + 1}: {NON_FINITE_HINT}")
+
+
+def _set_aside(checkpoint: Path, err: BaseException) -> None:
+    """Rename an unreadable checkpoint to <name>.corrupt-<UTC time> and warn, naming both.
+
+    Kept, not deleted, so it can be inspected; moved, so the next run does not fail on it again.
+    torch's own message is not repeated: it suggests weights_only=False, which would execute
+    whatever the damaged file holds.
+    """
+    dest = checkpoint.with_name(f"{checkpoint.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    checkpoint.replace(dest)
+    warnings.warn(
+        f"checkpoint {checkpoint} cannot be read ({type(err).__name__}); moved to {dest}; "
+        "training starts from scratch",
+        CheckpointWarning,
+        stacklevel=3,
+    )
+
+
+def _apply_checkpoint(state: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
+                      result: TrainResult) -> tuple[int, int]:
+    """Load a checkpoint's states into the run; (start epoch, bad epochs)."""
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    result.history = [dict(h) for h in state["history"]]
+    result.best_epoch = int(state["best_epoch"])
+    result.best_metric = float(state["best_metric"])
+    result.best_state = state["best_state"]
+    result.resumed_from_epoch = int(state["epoch"]) + 1
+    return result.resumed_from_epoch, int(state["bad_epochs"])
+
+
+def _resume(checkpoint: Path, key: str, model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
+            result: TrainResult) -> tuple[int, int]:
+    """Resume from a checkpoint written under `key`: (start epoch, bad epochs); (0, 0) to start
+    afresh. An unreadable one is set aside, and whatever it half-loaded is put back."""
+    before = (_clone_state(model), opt.state_dict(), sched.state_dict(), torch.get_rng_state())
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise TypeError(f"a {type(state).__name__}, not a checkpoint mapping")
+        if state.get("key") != key:
+            return 0, 0  # another configuration's run: ignored, and overwritten after one epoch
+        return _apply_checkpoint(state, model, opt, sched, result)
+    except Exception as err:  # torch and pickle raise many types for a damaged file; all mean the same
+        model.load_state_dict(before[0])
+        opt.load_state_dict(before[1])
+        sched.load_state_dict(before[2])
+        torch.set_rng_state(before[3])
+        for f in dataclasses.fields(TrainResult):
+            setattr(result, f.name, getattr(TrainResult(), f.name))
+        _set_aside(checkpoint, err)
+        return 0, 0
+
+
 def train(
     model: nn.Module,
     x_train: np.ndarray,
@@ -205,19 +290,7 @@ def train(
     start_epoch = 0
     bad_epochs = 0
     if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if state.get("key") == checkpoint_key:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng"])
-            result.history = [dict(h) for h in state["history"]]
-            result.best_epoch = int(state["best_epoch"])
-            result.best_metric = float(state["best_metric"])
-            result.best_state = state["best_state"]
-            bad_epochs = int(state["bad_epochs"])
-            start_epoch = int(state["epoch"]) + 1
-            result.resumed_from_epoch = start_epoch
+        start_epoch, bad_epochs = _resume(checkpoint, checkpoint_key, model, opt, sched, result)
     xt = torch.from_numpy(x_train)
     yt = torch.from_numpy(y_train.astype(np.int64))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
@@ -237,7 +310,7 @@ def train(
             from tqdm import tqdm
 
             batches = tqdm(batches, desc=f"epoch {epoch}", leave=False)
-        for i in batches:
+        for step, i in enumerate(batches):
             idx = order[i : i + settings.batch_size]
             xb, shifts = xt[idx], None
             if settings.augments:
@@ -246,13 +319,14 @@ def train(
             out = model(xb) if shifts is None else model(xb, shift=shifts.to(device))
             ce = loss_fn(out.logits, yb)
             loss = ce + out.aux_loss
+            parts = {"loss": float(loss.detach()), "ce": float(ce.detach())}
+            parts.update({f"aux_{k}": float(v.detach()) for k, v in out.aux_parts.items()})
+            _check_loss(parts, epoch, step)  # before the step, so no NaN reaches the weights
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
             opt.step()
             sched.step()
-            parts = {"loss": float(loss.detach()), "ce": float(ce.detach())}
-            parts.update({f"aux_{k}": float(v.detach()) for k, v in out.aux_parts.items()})
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v * len(idx)
             n_seen += len(idx)
@@ -270,6 +344,7 @@ def train(
         val_pred = val_prob.argmax(axis=1) if len(val_prob) else np.zeros(0, dtype=np.int64)
         for k, v in classification_metrics(y_val, val_pred, n_classes).items():
             metrics[f"val_{k}"] = v
+        _check_validation(val_prob, metrics, settings.selection_metric, epoch)
         if routing is not None and len(val_prob):
             metrics["val_random_routing_drop"] = random_routing_drop(
                 model, x_val, y_val, device, float((val_pred == y_val).mean()))
@@ -284,6 +359,11 @@ def train(
         else:
             bad_epochs += 1
         stopped = bad_epochs >= settings.patience
+        # Report before the checkpoint: a job killed in between redoes this epoch and reports it
+        # again, so every epoch a checkpoint covers has been reported (the resumed MLflow run
+        # copies the killed run's epochs before its first one).
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
         if checkpoint is not None:
             atomic_write_bytes(
                 checkpoint,
@@ -303,8 +383,6 @@ def train(
                     }
                 ),
             )
-        if on_epoch is not None:
-            on_epoch(epoch, metrics)
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
     return result
