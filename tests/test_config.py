@@ -70,7 +70,7 @@ def test_deep_merge_is_recursive():
 
 
 def test_sweep_overrides_apply_and_revalidate():
-    from timoe.stages.common import apply_overrides
+    from timoe.overrides import apply_overrides
 
     p = apply_overrides(Params(), {"train.lr": 0.01, "model.dropout": 0.2, "train.augment.jitter": 0.1})
     assert p.train.lr == 0.01 and p.model.dropout == 0.2 and p.train.augment.jitter == 0.1

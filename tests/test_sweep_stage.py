@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from sweep_support import SPACE, audit, prepare_basicmotions, sweep_params
 from timoe.cli import app
-from timoe.stages.common import apply_overrides, read_best_params
+from timoe.overrides import apply_overrides
+from timoe.stages.common import read_best_params
 from timoe.stages.sweep import run_sweep, study_key
 from timoe.sweeps.storage import STORAGE_ENV, StorageSpec, resolve_storage
 

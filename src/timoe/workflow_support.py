@@ -16,7 +16,7 @@ import yaml
 
 from timoe.atomic import atomic_write_text
 from timoe.config import DATASET_NAMES, MODEL_NAMES, ConfigError, Params, validate
-from timoe.stages.common import needs_rus
+from timoe.models.model import needs_rus
 from timoe.workflow_targets import targets
 
 RESOLVED_DIR = Path(".snakemake/timoe/params")

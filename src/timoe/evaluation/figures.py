@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 
 from timoe.evaluation.metrics import confusion
-from timoe.stages.common import matplotlib_agg
+from timoe.plotting import matplotlib_agg
 
 # Saved at 150 dpi and >= 6 in wide: every figure is at least 900 px wide, so the report shows it at
 # ~900 px without upscaling (at 100 dpi, squeezed to 520 px, the tick labels were unreadable).

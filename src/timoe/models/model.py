@@ -278,3 +278,8 @@ def build_model(name: str, cfg: ModelConfig, *, n_channels: int, n_timesteps: in
                              f"{n_timesteps}")
     return TimoeModel(name, cfg, n_channels=n_channels, n_timesteps=n_timesteps, n_classes=n_classes,
                       modalities=modalities, provider=provider, regime=regime if spec.needs_regime else None)
+
+
+def needs_rus(model_name: str) -> bool:
+    """Whether a model reads the quantify stage's output (models.MODEL_SPECS says)."""
+    return model_name in MODEL_SPECS and MODEL_SPECS[model_name].needs_rus

@@ -1,4 +1,4 @@
-"""Pieces shared by the stage functions: overrides from a sweep, hashing, figures."""
+"""Pieces shared by the stage functions: a sweep's best params, hashing, JSON."""
 
 from __future__ import annotations
 
@@ -7,30 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from timoe.config import SWEEPABLE_KEYS, ConfigError, Params, validate
-
-
-def needs_rus(model_name: str) -> bool:
-    """Whether a model reads the quantify stage's output (models.MODEL_SPECS says)."""
-    from timoe.models.model import MODEL_SPECS
-
-    return model_name in MODEL_SPECS and MODEL_SPECS[model_name].needs_rus
-
-
-def apply_overrides(params: Params, overrides: dict[str, Any]) -> Params:
-    """Return params with dotted-key overrides (e.g. {'train.lr': 3e-4}) applied and re-validated."""
-    raw = params.model_dump()
-    for dotted, value in overrides.items():
-        if dotted not in SWEEPABLE_KEYS:
-            raise ConfigError(
-                f"override of {dotted!r} is not allowed; sweepable keys: {list(SWEEPABLE_KEYS)}"
-            )
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return validate(raw)
+from timoe.config import ConfigError
 
 
 def read_best_params(sweep_dir: Path | None) -> dict[str, Any]:
@@ -64,13 +41,3 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, np.ndarray):
         return o.tolist()
     return str(o)
-
-
-def matplotlib_agg():
-    """matplotlib with the file-only backend: jobs run without a display."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt

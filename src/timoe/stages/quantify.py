@@ -19,7 +19,8 @@ from timoe.atomic import atomic_dir
 from timoe.config import ConfigError, Params, RusConfig
 from timoe.data.io import PreparedData, load_prepared
 from timoe.device import pick_device
-from timoe.stages.common import matplotlib_agg, save_json
+from timoe.plotting import matplotlib_agg
+from timoe.stages.common import save_json
 from timoe.tracking import experiment_name, log_artifacts_from, tracked_run
 
 COMPONENTS = ("R", "U1", "U2", "S")

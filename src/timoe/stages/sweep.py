@@ -34,7 +34,8 @@ from optuna.trial import TrialState
 from timoe.atomic import atomic_dir
 from timoe.config import Params
 from timoe.device import pick_device
-from timoe.stages.common import matplotlib_agg, save_json, stable_hash
+from timoe.plotting import matplotlib_agg
+from timoe.stages.common import save_json, stable_hash
 from timoe.stages.train import load_rus_table
 from timoe.sweeps.launch import run_local_workers, wait_for_running, worker_command
 from timoe.sweeps.runs import PARENT_RUN_ATTR, REPAIRED_TAG, RUN_ID_ATTR, repair_unlinked_trials

@@ -82,7 +82,7 @@ class Objective:
         self.device = pick_device(params.train.device)
 
     def __call__(self, values: dict[str, Any], on_epoch: Any) -> float:
-        from timoe.stages.common import apply_overrides
+        from timoe.overrides import apply_overrides
         from timoe.stages.train import build_for_data
         from timoe.training.loop import LoopSettings, train
         from timoe.training.seeding import seed_everything
