@@ -108,7 +108,7 @@ def test_context_priors_ignore_held_out_labels(tmp_path, smoke_params, monkeypat
 
 def _test_routing(params, data_dir: Path, rus_dir: Path) -> np.ndarray:
     """Top-k experts of every test token of a freshly built timoe model (seed 0), [N, L, M, T, k]."""
-    from timoe.stages.train import build_for_data, load_rus_table
+    from timoe.training.build import build_for_data, load_rus_table
 
     prepared = load_prepared(data_dir)
     model = build_for_data(params, "timoe", prepared.meta, load_rus_table(rus_dir, "timoe"), seed=0).eval()

@@ -23,6 +23,7 @@ from timoe.evaluation.report import Figure, report_blocks, summary_markdown, wri
 from timoe.evaluation.stats import auroc_ovr, compare_with_best_baseline
 from timoe.stages.common import save_json
 from timoe.tracking import experiment_name, git_state, log_artifacts_from, tracked_run
+from timoe.training.build import DATASET_RUS_TABLE, RUS_TABLE
 
 
 def _read_train_output(model_dir: Path) -> tuple[dict[str, Any], pl.DataFrame]:
@@ -139,8 +140,8 @@ def _figures(tmp: Path, model_dirs: list[Path], rus_dirs: list[Path], sweep_dirs
         ds = Path(d).name
         # The dataset-level table: rus.parquet holds one table per context, which one line per
         # (pair, component) cannot show; the quantify stage's heatmaps show the contexts.
-        dataset_table = Path(d) / "rus_dataset.parquet"
-        table = pl.read_parquet(dataset_table if dataset_table.exists() else Path(d) / "rus.parquet")
+        dataset_table = Path(d) / DATASET_RUS_TABLE
+        table = pl.read_parquet(dataset_table if dataset_table.exists() else Path(d) / RUS_TABLE)
         path = figs.rus_figure(table, f"{ds}: RUS over lags (train split)", tmp / f"rus_{ds}.png")
         made.append(Figure(path, "RUS over lags (train split)", figs.CAPTIONS["rus"], ds))
     by_ds: dict[str, dict[str, Path]] = {}

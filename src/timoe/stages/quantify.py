@@ -22,6 +22,7 @@ from timoe.device import pick_device
 from timoe.plotting import matplotlib_agg
 from timoe.stages.common import save_json
 from timoe.tracking import experiment_name, log_artifacts_from, tracked_run
+from timoe.training.build import CONTEXTS_FILE, DATASET_RUS_TABLE, RUS_TABLE
 
 COMPONENTS = ("R", "U1", "U2", "S")
 
@@ -196,9 +197,9 @@ def run_quantify(params: Params, *, dataset: str, data_dir: Path, out_dir: Path)
             if spec.note:
                 print(f"timoe: note: contexts: {spec.note}", file=sys.stderr)
                 mlflow.set_tag("contexts_note", spec.note)
-            table.write_parquet(tmp / "rus.parquet")
-            res["dataset_table"].write_parquet(tmp / "rus_dataset.parquet")
-            save_json(tmp / "contexts.json", spec.to_json())
+            table.write_parquet(tmp / RUS_TABLE)
+            res["dataset_table"].write_parquet(tmp / DATASET_RUS_TABLE)
+            save_json(tmp / CONTEXTS_FILE, spec.to_json())
             figs = plot_heatmaps(table, spec.names, spec.counts, tmp)
             summary = {
                 "n_rows": table.height,
@@ -219,6 +220,6 @@ def run_quantify(params: Params, *, dataset: str, data_dir: Path, out_dir: Path)
             metrics = {"seconds": seconds["total"], "n_contexts": float(spec.n_contexts)}
             metrics |= {f"n_windows.{n}": float(k) for n, k in zip(spec.names, spec.counts, strict=True)}
             mlflow.log_metrics(metrics | _metrics(table, res["dataset_table"], spec.names))
-            log_artifacts_from([tmp / "summary.json", tmp / "contexts.json", *figs])
-            log_artifacts_from([tmp / "rus.parquet", tmp / "rus_dataset.parquet"], artifact_path="tables")
+            log_artifacts_from([tmp / "summary.json", tmp / CONTEXTS_FILE, *figs])
+            log_artifacts_from([tmp / RUS_TABLE, tmp / DATASET_RUS_TABLE], artifact_path="tables")
     return summary

@@ -36,7 +36,6 @@ from timoe.config import Params
 from timoe.device import pick_device
 from timoe.plotting import matplotlib_agg
 from timoe.stages.common import save_json, stable_hash
-from timoe.stages.train import load_rus_table
 from timoe.sweeps.launch import run_local_workers, wait_for_running, worker_command
 from timoe.sweeps.runs import PARENT_RUN_ATTR, REPAIRED_TAG, RUN_ID_ATTR, repair_unlinked_trials
 from timoe.sweeps.storage import STORAGE_ENV, StorageSpec, resolve_storage
@@ -51,6 +50,7 @@ from timoe.sweeps.worker import (
     suggest,
 )
 from timoe.tracking import content_hash, experiment_name, log_artifacts_from, tracked_run
+from timoe.training.build import load_rus_table
 
 __all__ = ["STORAGE_ENV", "run_sweep", "run_sweep_worker", "study_key", "study_name", "suggest"]
 _PRUNER_FIELDS = ("pruner_startup_trials", "pruner_warmup_epochs")

@@ -71,7 +71,7 @@ class Objective:
     def __init__(self, params: Params, model: str, data_dir: Path, rus_dir: Path | None) -> None:
         from timoe.data.io import load_prepared
         from timoe.device import pick_device
-        from timoe.stages.train import load_rus_table, subsample
+        from timoe.training.build import load_rus_table, subsample
 
         self.params, self.model = params, model
         data = load_prepared(data_dir)
@@ -83,7 +83,7 @@ class Objective:
 
     def __call__(self, values: dict[str, Any], on_epoch: Any) -> float:
         from timoe.overrides import apply_overrides
-        from timoe.stages.train import build_for_data
+        from timoe.training.build import build_for_data
         from timoe.training.loop import LoopSettings, train
         from timoe.training.seeding import seed_everything
 
