@@ -189,3 +189,34 @@ def test_a_killed_worker_loses_no_trial(data_dir: Path, tmp_path: Path):
     assert report["problems"] == [] and report["states"].get("FAIL", 0) <= 1
     assert (report["recorded"], report["lost"]) == (N_TRIALS, 0)
     assert best["failed_workers"] == 1 and "exited with code -9" in output
+
+
+OPEN_STORAGE = """
+import sys
+from timoe.sweeps.storage import StorageSpec
+StorageSpec(url=sys.argv[1]).open(heartbeat_s=5)
+print("opened")
+"""
+
+
+def test_processes_opening_a_fresh_postgresql_database_at_once_all_succeed(pg_url: str):
+    """Optuna creates its tables on first open; unserialised, concurrent openers can fail on its
+    alembic_version key (seen with a driver and Slurm array workers)."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("CREATE DATABASE fresh_schema_race"))
+    engine.dispose()
+    url = pg_url.rsplit("/", 1)[0] + "/fresh_schema_race"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_STORAGE, url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs

@@ -74,7 +74,7 @@ class StorageSpec:
             return JournalStorage(JournalFileBackend(str(self.journal.resolve())))
         # A worker that dies mid-trial stops its heartbeat; after the grace period any other worker
         # marks that trial FAIL, so it stops counting towards n_trials and is replaced.
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), self._schema_lock():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
                 self.url,
@@ -83,6 +83,39 @@ class StorageSpec:
                 grace_period=4 * heartbeat_s,
                 heartbeat_stale_trial_callback=on_stale,
             )
+
+    @contextlib.contextmanager
+    def _schema_lock(self) -> Iterator[None]:
+        """On PostgreSQL, one process at a time opens the storage (Optuna creates its tables then).
+
+        A driver and array workers opening a fresh database together otherwise race to create
+        Optuna's tables, and all but one fail on the alembic_version key.
+        """
+        if self.backend != "postgresql":
+            yield
+            return
+        import sqlalchemy
+        from sqlalchemy.pool import NullPool
+
+        assert self.url is not None
+        engine = sqlalchemy.create_engine(self.url, poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
+                try:
+                    yield
+                finally:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _SCHEMA_LOCK_KEY})
+        finally:
+            engine.dispose()
+
+
+def _key_of(text: str) -> int:
+    # pg_advisory_lock takes a signed 64-bit key
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+
+
+_SCHEMA_LOCK_KEY = _key_of("timoe: optuna schema")
 
 
 def resolve_storage(
