@@ -279,6 +279,37 @@ def evaluate(
     typer.echo(f"report: {out / 'report.html'}")
 
 
+@app.command()
+@clean_errors
+def server(
+    backend_store_uri: Annotated[
+        str,
+        typer.Option(
+            envvar="MLFLOW_BACKEND_STORE_URI",
+            help="SQLAlchemy URL of the runs' database, e.g. postgresql://user@dbhost/mlflow (created if "
+            "missing). Prefer the environment variable for a URL with a password.",
+            show_default=False,
+        ),
+    ],
+    artifacts_destination: Annotated[
+        Path, typer.Option(help="where the server keeps artifacts it serves to clients")
+    ] = Path("mlartifacts"),
+    host: Annotated[
+        str, typer.Option(help="address to bind; loopback by default, 0.0.0.0 opens it to other machines")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 5000,
+    allowed_hosts: Annotated[
+        str | None, typer.Option(help="with --host: Host names clients use (MLflow's DNS-rebinding guard)")
+    ] = None,
+    ready_timeout: Annotated[float, typer.Option(help="seconds to wait for the server to answer")] = 180.0,
+) -> None:
+    """Shared MLflow tracking server (PostgreSQL runs, served artifacts) until Ctrl-C or SIGTERM."""
+    from timoe.server import ServerConfig, serve
+
+    cfg = ServerConfig(backend_store_uri, artifacts_destination, host, port, allowed_hosts=allowed_hosts)
+    raise typer.Exit(serve(cfg, ready_timeout_s=ready_timeout))
+
+
 from timoe.audit_cli import audit_app  # noqa: E402  (registered last: the sub-app is self-contained)
 
 app.add_typer(audit_app, name="audit")
