@@ -16,7 +16,7 @@ os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.envir
 
 configfile: "params.yaml"
 
-PIPE = Pipeline.from_snakemake_config(config)  # validates, or stops before any job with key paths named
+PIPE = Pipeline.from_snakemake_config(config, workflow.configfiles)  # validates, or stops before any job with key paths named
 P = PIPE.params
 RESOLVED = PIPE.write_resolved()  # what every `timoe` call reads
 CHECKS_DIR = "results/checks"  # optional estimator / lag-range check tables (`make checks`)

@@ -361,13 +361,15 @@ def test_reproduce_restores_data_with_dvc(study, tmp_path):
     dvc = str(beside) if beside.exists() else "dvc"
     clone = tmp_path / "clone"
     shutil.copytree(study["repo"], clone, symlinks=True)
+    # what the pipeline's onsuccess hook writes before its dvc commit: the stages' params source
+    shutil.copy(clone / "params.yaml", clone / "params.used.yaml")
     for cmd in (
         ["commit", "-f", "-q", "prepare"],
         ["remote", "add", "--local", "-d", "default", str(tmp_path / "remote")],
         ["push", "-q", "prepare"],
     ):
         subprocess.run([dvc, *cmd], cwd=clone, check=True, capture_output=True)
-    git("add", "dvc.lock", cwd=clone)
+    git("add", "dvc.lock", "params.used.yaml", cwd=clone)
     git("commit", "-qm", "record the prepared data", cwd=clone)
     shutil.rmtree(clone / "data")
     shutil.rmtree(clone / "results")

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from timoe import __version__
+from timoe import __version__, environment
 
 RUN_ID_FILE = "run_id.txt"
 HOST_TAG, PID_TAG = "host", "pid"  # which process wrote a run: a RUNNING run whose process is gone was killed
@@ -179,6 +179,9 @@ def tracked_run(
         "python": platform.python_version(),
         **git_state(),
     }
+    # The environment beside the code: a library change then shows as one (`timoe audit reproduce`).
+    dists = environment.installed_distributions()
+    tags.update(environment.fingerprint(dists=dists))
     if seed is not None:
         tags["seed"] = str(seed)
     if "torch" in sys.modules:  # CPU numbers depend on the thread count; record it where torch runs
@@ -205,6 +208,7 @@ def tracked_run(
         for i in range(0, len(items), 90):  # MLflow caps a log_params batch at 100
             mlflow.log_params(dict(items[i : i + 90]))
         mlflow.log_text(json.dumps(config, indent=2, default=str), "resolved_config.json")
+        mlflow.log_text(environment.freeze_text(dists), environment.DISTRIBUTIONS_ARTIFACT)
         if full_params is not None:
             # The whole validated config, so `timoe audit reproduce` can rerun the job as it was.
             import yaml

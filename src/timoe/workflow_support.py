@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from timoe.atomic import atomic_write_text
-from timoe.config import DATASET_NAMES, MODEL_NAMES, ConfigError, Params, validate
+from timoe.config import DATASET_NAMES, MODEL_NAMES, ConfigError, Params, read_yaml, validate
 from timoe.models.model import needs_rus
 from timoe.workflow_targets import targets
 
@@ -29,8 +29,14 @@ class Pipeline:
     params: Params
 
     @classmethod
-    def from_snakemake_config(cls, config: dict[str, Any]) -> Pipeline:
+    def from_snakemake_config(cls, config: dict[str, Any], configfiles: list[Any] = ()) -> Pipeline:
+        """Validate Snakemake's merged config; re-read its files strictly (duplicate keys).
+
+        Snakemake's own YAML reader keeps the last of two equal keys without a word.
+        """
         try:
+            for path in configfiles:
+                read_yaml(Path(str(path)))
             return cls(validate(dict(config)))
         except ConfigError as err:
             # Stop before any job runs, with the offending key paths and no Python traceback.

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from timoe import environment
 from timoe.audit import AuditError
 from timoe.audit.rerun import (
     DEFAULT_IGNORE,
@@ -211,6 +212,7 @@ def reproduce(
                 if same
                 else "the rerun's code differs from the run's (its uncommitted diff was not replayed)"
             )
+        outcome.notes += environment_notes(store, run, rerun_store, new)
         echo(f"[5/5] compare: recorded run {run_id} vs reproduced run {new_id}")
     finally:
         if keep:
@@ -219,6 +221,28 @@ def reproduce(
             remove_worktree(root, code)
             shutil.rmtree(scratch, ignore_errors=True)
     return outcome
+
+
+def environment_notes(store: Store, run: Any, rerun_store: Store, new: Any) -> list[str]:
+    """A note naming what differs between the run's environment and the rerun's, if anything.
+
+    Only a note: a library change explains a metric mismatch, it is not one by itself.
+    """
+    recorded, now = dict(run.data.tags), dict(new.data.tags)
+    if not any(tag in recorded for tag in environment.ENV_TAGS):
+        return ["the run recorded no environment fingerprint (it predates them): environment not compared"]
+    differs = environment.differences(recorded, now)
+    if not differs:
+        return []
+    note = f"the rerun's environment differs from the run's: {'; '.join(differs)}"
+    if recorded.get(environment.DISTS_TAG) != now.get(environment.DISTS_TAG):
+        old = store.artifact_text(run.info.run_id, environment.DISTRIBUTIONS_ARTIFACT)
+        fresh = rerun_store.artifact_text(new.info.run_id, environment.DISTRIBUTIONS_ARTIFACT)
+        changes = environment.distribution_changes(old, fresh) if old and fresh else []
+        if changes:  # the first few name the culprit; the artifacts hold the rest
+            more = f" and {len(changes) - 8} more" if len(changes) > 8 else ""
+            note += f" (distributions: {', '.join(changes[:8])}{more})"
+    return [note]
 
 
 def _synthesised_sweep(store: Store, run: Any, scratch: Path) -> Restored:
