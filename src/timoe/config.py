@@ -25,6 +25,8 @@ MODEL_NAMES = (*BASELINE_MODELS, *TIMOE_MODELS, *ORACLE_MODELS)
 REGIME_DATASETS = ("synthetic-regimes",)  # data sets that record each window's true regime
 BASICMOTIONS_STEPS = 100  # every UEA BasicMotions case is 100 steps long (timoe.data.basicmotions)
 SEED_LIMIT = 2**32  # numpy's legacy seeding (and so seed_everything) takes seeds in 0..2**32-1
+# Per-invocation files the pipeline writes beside Snakemake's own state (resolved params, worker params).
+RUNTIME_DIR = Path(".snakemake") / "timoe"
 
 
 def runs_on(model: str, dataset: str) -> bool:
@@ -464,6 +466,7 @@ class SweepConfig(_Strict):
     pruner_startup_trials: int = Field(5, ge=0, description="trials before the median pruner may prune")
     pruner_warmup_epochs: int = Field(1, ge=0, description="epochs of a trial before it may be pruned")
     heartbeat_s: int = Field(30, ge=1, description="RDB storage heartbeat; a silent worker's trial fails")
+    slurm_array: int = Field(0, ge=0, le=1000, description="Slurm array workers the driver submits (0: none)")
     space: dict[str, dict[str, SearchParam]] = Field(default_factory=_default_space)
 
     @field_validator("space")

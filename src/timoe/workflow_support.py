@@ -15,11 +15,11 @@ from typing import Any
 import yaml
 
 from timoe.atomic import atomic_write_text
-from timoe.config import DATASET_NAMES, MODEL_NAMES, ConfigError, Params, read_yaml, validate
+from timoe.config import DATASET_NAMES, MODEL_NAMES, RUNTIME_DIR, ConfigError, Params, read_yaml, validate
 from timoe.models.model import needs_rus
 from timoe.workflow_targets import targets
 
-RESOLVED_DIR = Path(".snakemake/timoe/params")
+RESOLVED_DIR = RUNTIME_DIR / "params"
 # The params of the last successful run, beside dvc.lock (commit both).
 USED_PARAMS = Path("params.used.yaml")
 

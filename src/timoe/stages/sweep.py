@@ -32,12 +32,13 @@ import yaml
 from optuna.trial import TrialState
 
 from timoe.atomic import atomic_dir
-from timoe.config import Params
+from timoe.config import RUNTIME_DIR, Params
 from timoe.device import pick_device
 from timoe.plotting import matplotlib_agg
 from timoe.stages.common import save_json, stable_hash
 from timoe.sweeps.launch import run_local_workers, wait_for_running, worker_command
 from timoe.sweeps.runs import PARENT_RUN_ATTR, REPAIRED_TAG, RUN_ID_ATTR, repair_unlinked_trials
+from timoe.sweeps.slurm_array import cancel_pending, check_can_submit, submit_array
 from timoe.sweeps.storage import STORAGE_ENV, StorageSpec, resolve_storage
 from timoe.sweeps.worker import (
     N_TRIALS_ATTR,
@@ -175,6 +176,8 @@ def run_sweep(
     started = time.monotonic()
     with atomic_dir(out_dir) as tmp:
         spec = resolve_storage(storage, sc.storage, tmp / "study.journal")
+        if sc.slurm_array:
+            check_can_submit(spec)  # before any run is opened
         # The default journal is renamed with the output: describe it where it will end up.
         default_journal = spec.journal == tmp / "study.journal"
         where = f"journal:{out_dir / 'study.journal'}" if default_journal else spec.describe()
@@ -222,9 +225,14 @@ def run_sweep(
             mlflow.set_tags({"optuna_study": name, "optuna_storage": where})
             print(f"sweep: study {name} in {where}", flush=True)
             failed_workers: dict[int, int] = {}
-            if space:
-                failed_workers = _run_trials(job, study, tmp, dataset=dataset)
-                wait_for_running(study, params.tracking.uri)
+            array = _submit_array(job, dataset) if space and sc.slurm_array else None
+            try:
+                if space:
+                    failed_workers = _run_trials(job, study, tmp, dataset=dataset)
+                    wait_for_running(study, params.tracking.uri)
+            finally:
+                if array is not None:
+                    cancel_pending(array)
             best = _summary(
                 study,
                 space,
@@ -251,6 +259,24 @@ def run_sweep(
         if default_journal:
             Path(f"{spec.journal}.claim").unlink(missing_ok=True)  # the workers' lock, not an output
     return best
+
+
+def _submit_array(job: WorkerJob, dataset: str) -> str:
+    """Submit sweep.slurm_array workers that join this study; return the Slurm job id."""
+    params = job.params
+    # Beside the resolved params, never deleted: array tasks may start after this driver ends.
+    params_file = RUNTIME_DIR / "sweep-workers" / f"{job.study_name}.yaml"
+    params_file.parent.mkdir(parents=True, exist_ok=True)
+    _write_worker_params(params, params_file)
+    args = ["--dataset", dataset, "--model", job.model, "--data", str(job.data_dir)]
+    args += ["--params", str(params_file), "--study-name", job.study_name]
+    args += ["--rus", str(job.rus_dir)] if job.rus_dir is not None else []
+    log_dir = Path("logs") / "sweep" / dataset / f"{job.model}-array"
+    array = submit_array(
+        params.sweep.slurm_array, args, job.storage, log_dir, index_base=params.sweep.n_workers
+    )
+    print(f"sweep: submitted Slurm array job {array} ({params.sweep.slurm_array} workers, logs in {log_dir})")
+    return array
 
 
 def _finished(study: optuna.Study) -> int:
