@@ -178,3 +178,71 @@ def _exp_ids(server: TrackingServer) -> list[str]:
     from mlflow.tracking import MlflowClient
 
     return [e.experiment_id for e in MlflowClient(server.url).search_experiments()]
+
+
+PIPELINE_OVERRIDES = """
+data:
+  datasets: [basicmotions]
+model:
+  names: [transformer]
+train:
+  epochs: 4
+  patience: 4
+tracking:
+  dvc_commit: false
+  uri: {uri}
+"""
+
+
+def test_a_server_restart_during_a_pipeline_loses_and_duplicates_no_run(
+    server: TrackingServer, tmp_path: Path
+):
+    """Stop the server while the pipeline trains, start it again: the pipeline ends, and every
+    job output links to exactly one FINISHED run of its job, with no run left RUNNING."""
+    from mlflow.tracking import MlflowClient
+
+    from repo_support import BIN, copy_repo, git_commit_all, sh
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    copy_repo(repo)
+    (repo / "local.yaml").write_text(PIPELINE_OVERRIDES.format(uri=server.url))
+    sh(["git", "init", "-q"], repo)
+    git_commit_all(repo, "snapshot")
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(repo / "src")}
+    cmd = ["snakemake", "--cores", "1", "--profile", "workflow/profiles/default", "--retries", "1",
+           "--configfile", "workflow/smoke.yaml", "local.yaml"]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 900
+    while not (repo / "logs/train/basicmotions/transformer/seed0.log").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
+        time.sleep(0.2)
+    time.sleep(3)  # the train job has opened its run and is logging epochs
+    assert server.stop() == 0
+    time.sleep(5)
+    server.start()
+    out, _ = proc.communicate(timeout=1200)
+    assert proc.returncode == 0, out[-4000:]
+    client = MlflowClient(server.url)
+    exps = [e.experiment_id for e in client.search_experiments() if e.name.startswith("timoe")]
+    runs = client.search_runs(exps, max_results=1000)
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+    finished: dict[tuple, list[str]] = {}
+    for r in runs:
+        if r.info.status == "FINISHED" and r.data.tags.get("stage") != "sweep-trial":
+            job = (
+                r.data.tags["stage"],
+                *sorted((k, v) for k, v in r.data.tags.items() if k.startswith("wildcard.")),
+            )
+            finished.setdefault(job, []).append(r.info.run_id)
+    assert all(len(ids) == 1 for ids in finished.values()), finished
+    linked = [p for p in (repo / "results").rglob("run_id.txt")] + list((repo / "data").rglob("run_id.txt"))
+    assert len(linked) >= 5
+    for path in linked:
+        run_id = path.read_text().strip()
+        assert client.get_run(run_id).info.status == "FINISHED", path
+    print(
+        f"\nserver restart during a pipeline: {len(finished)} jobs, one FINISHED run each, {len(runs)} runs"
+    )
