@@ -1,12 +1,19 @@
-"""Batched exact PID vs. the reference route (cvxpy + CLARABEL, one problem at a time).
+"""Batched exact PID vs. the routes researchers already use, on the same random distributions.
 
-Prints, per problem size: the cvxpy loop time, the batched time, their ratio, the largest
-|difference| of min I_Q in bits, and the largest certificate (duality gap, bits) of the batched solver.
+Peers, each run one problem at a time on the first problems of every batch:
+- cvxpy + CLARABEL (`cvxpy_min_mi`, the reference the tests use; min I_Q only);
+- IDTxl's BROJA estimator (TartuPID: `idtxl.synergy_tartu.pid`, exponential cones in ECOS);
+- dit's PID_BROJA (small shapes only: it takes seconds already at 3×3×2).
+Prints, per problem size and peer: seconds per problem, ratio to the batched exact solver's seconds
+per problem, and the largest |difference| in bits (min I_Q, and R/U1/U2/S where the peer gives them);
+plus the batched solver's largest certificate (duality gap, bits).  A peer that is not installed
+prints "not installed: <name>" and the run goes on (install them with `pip install -e .[bench]`).
 
-    python benchmarks/bench_exact_pid.py            # cvxpy timed on 12 of the 48 20×20×12 problems
-    python benchmarks/bench_exact_pid.py --full     # cvxpy on all problems (about 5 minutes more)
+    python benchmarks/bench_exact_pid.py            # cvxpy on 12 and IDTxl on 2 of the 48 20×20×12
+    python benchmarks/bench_exact_pid.py --full     # cvxpy on every problem (about 5 minutes more)
+    python benchmarks/bench_exact_pid.py --quick    # tiny shapes, seconds (smoke test)
 
-cvxpy is a benchmark/test dependency only; `cvxpy_min_mi` is also the reference the tests use.
+The peers are benchmark/test dependencies only.
 """
 
 from __future__ import annotations
@@ -16,10 +23,14 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 
 from timoe.interactions.exact import exact_pid
+
+COMPS = ("R", "U1", "U2", "S")
+Peer = Callable[[np.ndarray], dict[str, float]]
 
 
 def cvxpy_min_mi(p: np.ndarray, solver: str = "CLARABEL") -> float:
@@ -56,31 +67,100 @@ def random_joints(n: int, shape: tuple[int, int, int], seed: int) -> np.ndarray:
     return out
 
 
-def run(shape: tuple[int, int, int], n: int, n_cvx: int, seed: int) -> None:
+def tartu_pid(p: np.ndarray) -> dict[str, float]:
+    """IDTxl's BROJA (TartuPID, ECOS) on a joint p (n1, n2, ny); components and min I_Q in bits."""
+    from idtxl import synergy_tartu
+
+    pdf = {(int(z), int(x), int(y)): float(p[x, y, z]) for x, y, z in zip(*np.nonzero(p), strict=True)}
+    out = synergy_tartu.pid(pdf, cone_solver="ECOS", output=0)
+    comps = {"R": out["SI"], "U1": out["UIY"], "U2": out["UIZ"], "S": out["CI"]}
+    return {**comps, "min_mi": comps["R"] + comps["U1"] + comps["U2"]}
+
+
+def dit_pid(p: np.ndarray) -> dict[str, float]:
+    """dit's PID_BROJA on a joint p (n1, n2, ny); components and min I_Q in bits."""
+    import dit
+    from dit.pid import PID_BROJA
+
+    cells = list(zip(*np.nonzero(p), strict=True))
+    dist = dit.Distribution([tuple(int(v) for v in c) for c in cells], [float(p[c]) for c in cells])
+    pid = PID_BROJA(dist, [[0], [1]], [2])
+    atoms = {"R": ((0,), (1,)), "U1": ((0,),), "U2": ((1,),), "S": ((0, 1),)}
+    comps = {k: float(pid.get_pi(atom)) for k, atom in atoms.items()}
+    return {**comps, "min_mi": comps["R"] + comps["U1"] + comps["U2"]}
+
+
+def clarabel_pid(p: np.ndarray) -> dict[str, float]:
+    return {"min_mi": cvxpy_min_mi(p)}
+
+
+# (label, importable module that must be present, solver, largest support it is run on)
+PEERS: list[tuple[str, str, Peer, int]] = [
+    ("cvxpy+CLARABEL loop", "cvxpy", clarabel_pid, 10**9),
+    ("IDTxl BROJA (TartuPID, ECOS)", "idtxl", tartu_pid, 10**9),
+    ("dit PID_BROJA", "dit", dit_pid, 48),
+]
+
+
+def installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def run_peer(solve: Peer, ps: np.ndarray, exact: dict[str, np.ndarray]) -> tuple[float, float]:
+    """Seconds per problem of `solve` over ps (m, n1, n2, ny), and its largest |diff| (bits) to the
+    exact solver's values over min I_Q and every component it reports."""
+    solve(ps[0])  # warm-up: imports and first-call set-up are not the per-problem cost
+    t0 = time.perf_counter()
+    rows = [solve(p) for p in ps]
+    per = (time.perf_counter() - t0) / len(ps)
+    diff = max(abs(row[k] - exact[k][i]) for i, row in enumerate(rows) for k in row)
+    return per, diff
+
+
+def run(shape: tuple[int, int, int], n: int, n_peer: dict[str, int], seed: int) -> None:
+    """Batched exact solve of n random joints of `shape`, then each installed peer on its first
+    n_peer[module] problems; one printed line per peer."""
     ps = random_joints(n, shape, seed)
+    mass = ps.sum(axis=(1, 2, 3), keepdims=True)
+    ps = ps[mass.ravel() > 0] / mass[mass.ravel() > 0]  # sparse ones lost mass (on 2×2×2 all of it)
+    n = len(ps)
     t0 = time.perf_counter()
     res = exact_pid(ps)
-    t_batch = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ref = np.array([cvxpy_min_mi(p) for p in ps[:n_cvx]])
-    t_cvx = (time.perf_counter() - t0) * n / n_cvx
-    diff = float(np.abs(ref - res.min_mi[:n_cvx]).max())
-    note = "" if n_cvx == n else f"  (cvxpy timed on {n_cvx}/{n}, extrapolated)"
+    t_exact = (time.perf_counter() - t0) / n
+    exact = {"min_mi": res.min_mi, **{k: np.array([res.row(i)[k] for i in range(n)]) for k in COMPS}}
     size = "x".join(map(str, shape))
-    print(f"{n:3d} x {size:<9s} cvxpy+CLARABEL loop {t_cvx:8.2f} s | "
-          f"batched {t_batch:6.2f} s | ratio {t_cvx / t_batch:7.1f}x | max|diff| {diff:.1e} bits | "
-          f"max certificate {res.gap.max():.1e} bits | all certified {bool(res.converged.all())}{note}",
-          flush=True)
+    print(f"{n:3d} x {size:<9s} batched exact {t_exact * 1e3:8.2f} ms/problem | max certificate "
+          f"{res.gap.max():.1e} bits | all certified {bool(res.converged.all())}", flush=True)
+    for label, module, solve, max_cells in PEERS:
+        m = min(n_peer.get(module, 0), n)
+        if int(np.prod(shape)) > max_cells or m == 0:
+            continue
+        if not installed(module):
+            print(f"{'':15s} {label:<29s} not installed: {module}", flush=True)
+            continue
+        per, diff = run_peer(solve, ps[:m], exact)
+        print(f"{'':15s} {label:<29s} {per * 1e3:9.2f} ms/problem (on {m}/{n}) | ratio "
+              f"{per / t_exact:8.1f}x | max|diff| {diff:.1e} bits", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--full", action="store_true", help="time cvxpy on every problem")
+    ap.add_argument("--quick", action="store_true", help="tiny shapes only (smoke test)")
     args = ap.parse_args()
     print(f"load average before start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    run((8, 8, 4), 48, 48, seed=0)
-    run((10, 10, 6), 48, 48, seed=1)
-    run((20, 20, 12), 48, 48 if args.full else 12, seed=2)
+    if args.quick:
+        run((2, 2, 2), 8, {"cvxpy": 2, "idtxl": 2, "dit": 1}, seed=0)
+        run((4, 4, 3), 8, {"cvxpy": 2, "idtxl": 2}, seed=1)
+        return
+    run((2, 2, 2), 48, {"cvxpy": 48, "idtxl": 48, "dit": 8}, seed=3)
+    run((3, 3, 2), 48, {"cvxpy": 48, "idtxl": 48, "dit": 3}, seed=4)
+    run((4, 4, 3), 48, {"cvxpy": 48, "idtxl": 48, "dit": 3}, seed=5)
+    run((8, 8, 4), 48, {"cvxpy": 48, "idtxl": 48}, seed=0)
+    run((10, 10, 6), 48, {"cvxpy": 48, "idtxl": 48}, seed=1)
+    run((20, 20, 12), 48, {"cvxpy": 48 if args.full else 12, "idtxl": 2}, seed=2)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,12 @@
 
 1. Three discriminators p̂(y|x1), p̂(y|x2), p̂(y|x1,x2) trained with cross-entropy.
 2. Alignment: per-class embeddings q1(x1_i, k), q2(x2_j, k) (standardised over the embedding axis),
-   A[i,j,k] = exp(<q1, q2>/√d) with the exponent clamped.  Sinkhorn, batched over all classes in the
-   log domain and stopped on tolerance, scales every class slice to row sums p̂(k|x1_i) and column
-   sums p̂(k|x2_j) (columns rescaled per class to the rows' total so the slice is feasible), ending
-   on a row step so the X1–Y marginal is exact.  q(i,j,k) is then a joint on the minibatch support
-   in Δ_p (up to the column tolerance); the embeddings minimise I_q(X2;Y|X1), so that
-   I_q(X1,X2;Y) = I(Y;X1) + I_q(X2;Y|X1) is minimised.
+   A[i,j,k] = exp(<q1, q2>/√d) with the exponent clamped.  Sinkhorn, batched over all classes
+   (probability domain; log domain where that under/overflows) and stopped on tolerance, scales
+   every class slice to row sums p̂(k|x1_i) and column sums p̂(k|x2_j) (columns rescaled per class
+   to the rows' total so the slice is feasible), ending on a row step so the X1–Y marginal is exact.
+   q(i,j,k) is then a joint on the minibatch support in Δ_p (up to the column tolerance); the
+   embeddings minimise I_q(X2;Y|X1), so that I_q(X1,X2;Y) = I(Y;X1) + I_q(X2;Y|X1) is minimised.
 3. Readout in bits: R = I(Y;X1) + I(Y;X2) − I_q, U1 = I_q − I(Y;X2), U2 = I_q − I(Y;X1),
    S = I(Y;X1,X2) − I_q, each clipped at 0; I(Y;X·) = mean KL(p̂(y|x·) ‖ p(y)).
 Optional `context` (integer strata, e.g. the previous label) gives the conditional PID: every
@@ -60,34 +60,104 @@ def mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
                          nn.Linear(hidden, d_out))
 
 
+_FLOOR = 1e-30  # smallest denominator the probability-domain scalings may divide by
+_SAFE = 1e30  # largest scaling the probability domain keeps before the log domain takes over
+
+
 def sinkhorn(log_a: torch.Tensor, log_r: torch.Tensor, log_c: torch.Tensor, iters: int,
              tol: float) -> tuple[torch.Tensor, int]:
     """Scale exp(log_a) (n1, n2, K) per class to row sums exp(log_r) (n1, K), columns exp(log_c) (n2, K).
 
-    All K slices move together as two batched mat-vecs per iteration, in the probability domain:
-    measured several times faster than log-domain logsumexp updates, and safe because the kernel's
-    exponent is clamped (each slice is shifted by its max, which the scalings absorb).  Stops once
-    every column sum is within `tol`; rows are exact after the last (row) step.  Returns log q and
-    the iterations used.
+    Sample-major wrapper of `sinkhorn_classes` (the estimator itself works class-major, which saves
+    the two transposed copies).  Returns log q (n1, n2, K) and the iterations used.
     """
-    shift = log_a.amax(dim=(0, 1), keepdim=True).clamp_min(-1e30)
-    a = torch.exp(log_a - shift).permute(2, 0, 1).contiguous()  # (K, n1, n2): classes as bmm batch
-    r, c = log_r.exp().T.unsqueeze(-1), log_c.exp().T.unsqueeze(-1)  # (K, n1, 1), (K, n2, 1)
-    at = a.transpose(1, 2)
-    u = r / a.sum(2, keepdim=True).clamp_min(1e-30)
+    log_q, used = sinkhorn_classes(log_a.permute(2, 0, 1), log_r.T, log_c.T, iters, tol)
+    return log_q.permute(1, 2, 0), used
+
+
+def sinkhorn_classes(log_a: torch.Tensor, log_r: torch.Tensor, log_c: torch.Tensor, iters: int,
+                     tol: float, last_step_grad: bool = False) -> tuple[torch.Tensor, int]:
+    """Scale every slice exp(log_a[b]) (B, n1, n2) to row sums exp(log_r) (B, n1), columns exp(log_c) (B, n2).
+
+    B is any batch of independent problems (classes, or classes × lags): all slices move together
+    as two batched mat-vecs per iteration in the probability domain, several times cheaper than
+    logsumexp updates.  Each slice is shifted by its max first (the scalings absorb the shift).
+    Stops once every column sum is within `tol` of its target; rows are exact after the last (row)
+    step.  Where the probability domain under- or overflows (a denominator below 1e-30 or a scaling
+    above 1e30: kernels whose exponents sit at the ±30 clamp with floored marginals), the problem
+    is re-solved in the log domain.  Returns log q (B, n1, n2) and the iterations used.
+    `last_step_grad`: iterate without autograd and differentiate only one final column + row step
+    from the converged row scaling (truncated backpropagation: a cheaper, approximate gradient).
+    """
+    b, n1, _ = log_a.shape
+    shift = log_a.amax(dim=(1, 2), keepdim=True).clamp_min(-1e30)  # (B, 1, 1); all-masked slices
+    a = (log_a - shift).exp_()
+    r, c = log_r.exp().unsqueeze(1), log_c.exp().unsqueeze(1)  # (B, 1, n1), (B, 1, n2) row vectors
+    if last_step_grad:
+        with torch.no_grad():
+            u, v, used, unsafe = _scale_probability(a, r, c, iters, tol)
+        if not unsafe:
+            v = c / torch.bmm(u, a).clamp_min(_FLOOR)
+            u = r / torch.bmm(v, a.transpose(1, 2)).clamp_min(_FLOOR)
+    else:
+        u, v, used, unsafe = _scale_probability(a, r, c, iters, tol)
+    if unsafe:
+        return _sinkhorn_log(log_a - shift, log_r, log_c, iters, tol)
+    # (B, n1, 1) as a view, not a transpose: broadcasting a transposed operand is several times slower.
+    return (log_a + (u.log().view(b, n1, 1) - shift)).add_(v.log()), used
+
+
+def _scale_probability(a: torch.Tensor, r: torch.Tensor, c: torch.Tensor, iters: int,
+                       tol: float) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
+    """Probability-domain Sinkhorn on a (B, n1, n2) with row vectors r (B, 1, n1), c (B, 1, n2).
+
+    Returns the scalings u (B, 1, n1), v (B, 1, n2), iterations, and whether any step left the
+    float range (then the caller switches to the log domain).
+    """
+    # Row-vector products (1×n1 @ n1×n2) read `a` in memory order; a transposed bmm would copy it.
+    den = a.sum(2).unsqueeze(1)
+    low = den.detach().amin()  # smallest denominator seen: detached, it only picks the domain
+    u = r / den.clamp_min(_FLOOR)
     v = torch.ones_like(c)
     used = 0
-    for used in range(1, iters + 1):
-        new_v = c / torch.bmm(at, u).clamp_min(1e-30)
-        # The column step reveals the previous iterate's column error for free: colsum = c·v/v_new.
+    while used < iters:
+        used += 1
+        col = torch.bmm(u, a)  # (B, 1, n2): column sums of the current iterate, divided by v
+        low = torch.minimum(low, col.detach().amin())
+        # Column error of the iterate (u, v) comes free with the column step.
         with torch.no_grad():
-            err = float((c * (v / new_v - 1.0)).abs().max()) if used > 1 else math.inf
+            err = float((col * v - c).abs().max())
         if err < tol:
             break
-        v = new_v
-        u = r / torch.bmm(a, v).clamp_min(1e-30)
-    u, v = u.squeeze(-1).T, v.squeeze(-1).T
-    return (log_a - shift) + u.log().unsqueeze(1) + v.log().unsqueeze(0), used
+        v = c / col.clamp_min(_FLOOR)
+        row = torch.bmm(v, a.transpose(1, 2))  # (B, 1, n1)
+        low = torch.minimum(low, row.detach().amin())
+        u = r / row.clamp_min(_FLOOR)
+    with torch.no_grad():
+        unsafe = bool(low < _FLOOR) or not bool(torch.isfinite(u).all() and torch.isfinite(v).all()
+                                                and u.amax() < _SAFE and v.amax() < _SAFE)
+    return u, v, used, unsafe
+
+
+def _sinkhorn_log(rel: torch.Tensor, log_r: torch.Tensor, log_c: torch.Tensor, iters: int,
+                  tol: float) -> tuple[torch.Tensor, int]:
+    """Log-domain Sinkhorn on rel (B, n1, n2) (slice max 0), log_r (B, n1), log_c (B, n2).
+
+    Slower (a logsumexp per half-step) but free of under/overflow; same stop rule and row-last end.
+    """
+    f = log_r - torch.logsumexp(rel, 2)
+    g = torch.zeros_like(log_c)
+    used = 0
+    while used < iters:
+        used += 1
+        log_col = torch.logsumexp(rel + f.unsqueeze(2), 1)  # (B, n2) log column sums without g
+        with torch.no_grad():
+            err = float((torch.exp(log_col + g) - log_c.exp()).abs().max())
+        if err < tol:
+            break
+        g = log_c - log_col
+        f = log_r - torch.logsumexp(rel + g.unsqueeze(1), 2)
+    return rel + f.unsqueeze(2) + g.unsqueeze(1), used
 
 
 class _Alignment(nn.Module):
@@ -102,9 +172,14 @@ class _Alignment(nn.Module):
         return (e - e.mean(-1, keepdim=True)) / torch.sqrt(e.var(-1, keepdim=True) + 1e-8)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        """Log kernel (n1, n2, K)."""
-        logits = torch.einsum("akd,bkd->abk", self.embed(self.f1, x1), self.embed(self.f2, x2))
-        return (logits / math.sqrt(self.d)).clamp(-_CLAMP, _CLAMP)
+        """Log kernel (K, n1, n2), class-major so the Sinkhorn reads each class slice contiguously."""
+        return class_kernel(self.embed(self.f1, x1), self.embed(self.f2, x2))
+
+
+def class_kernel(e1: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
+    """Clamped alignment log-kernel (K, n1, n2) from embeddings e1 (n1, K, d), e2 (n2, K, d)."""
+    logits = torch.einsum("akd,bkd->kab", e1, e2)
+    return (logits / math.sqrt(e1.shape[-1])).clamp(-_CLAMP, _CLAMP)
 
 
 def kl_rows(p: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
@@ -115,25 +190,30 @@ def coupling_terms(log_a: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, ctx:
                    cfg: BatchEstimatorConfig) -> tuple[torch.Tensor, int]:
     """I_q(X2; Y | X1) (nats, mean over anchors i) on one minibatch, and Sinkhorn iterations.
 
-    log_a: alignment log-kernel (n, n, K); p1, p2: p̂(y|x1_i), p̂(y|x2_j) (n, K); ctx: strata or None.
+    log_a: alignment log-kernel (K, n, n), class-major; p1, p2: p̂(y|x1_i), p̂(y|x2_j) (n, K);
+    ctx: strata (n,) or None.
     """
     r = p1.clamp_min(1e-12)
     c = p2.clamp_min(1e-12)
     if ctx is not None:
         same = ctx.unsqueeze(1) == ctx.unsqueeze(0)
-        log_a = log_a.masked_fill(~same.unsqueeze(-1), -math.inf)  # couple only within a stratum
+        log_a = log_a.masked_fill(~same.unsqueeze(0), -math.inf)  # couple only within a stratum
         onehot = torch.nn.functional.one_hot(ctx).to(r.dtype)  # (n, n_ctx)
         scale = (onehot.T @ r) / (onehot.T @ c).clamp_min(1e-12)  # per (stratum, class)
         c = c * (onehot @ scale)
     else:
         c = c * (r.sum(0) / c.sum(0))
-    log_q, iters = sinkhorn(log_a, r.log(), c.log(), cfg.sinkhorn_iters, cfg.sinkhorn_tol)
+    log_r = r.log().T.contiguous()  # (K, n)
+    log_q, iters = sinkhorn_classes(log_a, log_r, c.log().T.contiguous(), cfg.sinkhorn_iters,
+                                    cfg.sinkhorn_tol)
     q = log_q.exp()
-    # Masked pairs have log q = −inf and q = 0 in every class: give them a finite log first, since a
-    # logsumexp over all −inf (or 0·(−inf) under where()) sends NaN back through autograd.
-    log_q = torch.where(torch.isfinite(log_q), log_q, 0.0)
-    log_mix = torch.logsumexp(log_q, dim=-1, keepdim=True)  # log Σ_k p(k|x1_i) Q(j|i,k)
-    terms = q * (log_q - r.log().unsqueeze(1) - log_mix)
+    if ctx is not None:
+        # Masked pairs have log q = −inf and q = 0 in every class: give them a finite log first, since
+        # a logsumexp over all −inf (or 0·(−inf) under where()) sends NaN back through autograd.  (No
+        # strata, no mask: the clamped kernel keeps log q finite, and the check would cost 4 passes.)
+        log_q = torch.where(torch.isfinite(log_q), log_q, 0.0)
+    log_mix = torch.logsumexp(log_q, dim=0, keepdim=True)  # log Σ_k p(k|x1_i) Q(j|i,k), (1, n, n)
+    terms = q * (log_q - log_r.unsqueeze(2) - log_mix)
     return terms.sum() / len(p1), iters
 
 

@@ -28,6 +28,7 @@ from timoe.interactions.batch import (
     LN2,
     BatchPID,
     batches,
+    class_kernel,
     coupling_terms,
     kl_rows,
     label_prior,
@@ -82,9 +83,9 @@ class _Alignment(nn.Module):
         return (out - out.mean(-1, keepdim=True)) / torch.sqrt(out.var(-1, keepdim=True) + 1e-8)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, lag: torch.Tensor) -> torch.Tensor:
+        """Log kernel (K, n1, n2) at lag index `lag`."""
         e = self.lag(lag)
-        logits = torch.einsum("akd,bkd->abk", self.embed(self.f1, x1, e), self.embed(self.f2, x2, e))
-        return (logits / math.sqrt(self.d)).clamp(-30.0, 30.0)
+        return class_kernel(self.embed(self.f1, x1, e), self.embed(self.f2, x2, e))
 
 
 def _prepare(samples: Mapping[int, LagSamples], holdout: float, batch_size: int, gen: torch.Generator,
