@@ -109,7 +109,7 @@ def test_multiscale_finds_synergy_at_lag_one_with_full_budget() -> None:
 
 def test_temporal_rus_with_neural_estimators() -> None:
     task = make_process("unique_lag2", continuous=True, n_windows=60, window=48, seed=5)
-    for est in ("batch", "multiscale"):
+    for est in ("batch", "multiscale", "stacked"):
         cfg = RusConfig(estimator=est, lags=[0, 2], batch=BatchEstimatorConfig(
             discrim_epochs=20, align_epochs=2, sinkhorn_tol=1e-3))
         df = compute_temporal_rus(task.x, task.step_labels, task.modalities, cfg)

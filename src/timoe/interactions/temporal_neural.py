@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from timoe.config import RusConfig
 from timoe.interactions._samples import label_codes, past_strata, step_index, window_index
 from timoe.interactions.batch import BatchPID, batch_pid
+from timoe.interactions.lagstack import stacked_pid
 from timoe.interactions.multiscale import LagSamples, multiscale_pid
 
 _MIN_SAMPLES = 16
@@ -62,6 +63,8 @@ def neural_rows(x: np.ndarray, labels: np.ndarray, modalities: Mapping[str, Sequ
         usable = {lag: s for lag, s in per_lag.items() if len(s.y) >= _MIN_SAMPLES}
         if cfg.estimator == "multiscale" and usable:
             est = multiscale_pid(usable, cfg.batch, n_classes=n_classes, device=cfg.device, seed=seed)
+        elif cfg.estimator == "stacked" and usable:
+            est = stacked_pid(usable, cfg.batch, n_classes=n_classes, device=cfg.device, seed=seed)
         else:
             est = {lag: batch_pid(s.x1, s.x2, s.y, cfg.batch, context=s.context, n_classes=n_classes,
                                   device=cfg.device, seed=seed) for lag, s in usable.items()}
