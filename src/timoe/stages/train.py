@@ -218,6 +218,8 @@ def run_train(params: Params, job: TrainJob, *, progress: bool = False) -> dict[
                 on_epoch=log_epoch,
                 progress=progress,
             )
+            # A run killed after its last epoch resumes with no epoch left to log: adopt it here.
+            chain.first_epoch(result.resumed_from_epoch or 0)
             n_classes = len(meta["classes"])
             rows = []
             summary: dict[str, Any] = {
