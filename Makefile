@@ -62,6 +62,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 smoke: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(SNAKEMAKE) --configfile workflow/smoke.yaml

@@ -29,8 +29,9 @@ from timoe.interactions.exact import exact_pid, joint_counts
 COMPS = ("R", "U1", "U2", "S")
 
 
-def per_class_loop(a: torch.Tensor, r: torch.Tensor, c: torch.Tensor, iters: int = 500,
-                   atol: float = 0.01) -> tuple[torch.Tensor, list[int]]:
+def per_class_loop(
+    a: torch.Tensor, r: torch.Tensor, c: torch.Tensor, iters: int = 500, atol: float = 0.01
+) -> tuple[torch.Tensor, list[int]]:
     """The reference route: each class slice of a (K, n1, n2) on its own, alternating column/row
     normalisation to r (K, n1), c (K, n2).  Returns q (K, n1, n2) and the iterations per class."""
     out, used = [], []
@@ -85,19 +86,25 @@ def bench_sinkhorn(n: int, k: int, lags: int = 1, reps: int = 7, tol: float = 0.
     err_loop = float((q_loop.double() - ref.exp()).abs().max())
     err_batched = float((log_q.double().exp() - ref.exp()).abs().max())
     shape = f"K={k}" if lags == 1 else f"K={k}x{lags} lags"
-    print(f"sinkhorn n={n} {shape:<12s}: per-class loop {t_loop * 1e3:7.2f} ms "
-          f"(iters mean {np.mean(it_loop):.1f}, max {max(it_loop)}) | batched {t_batched * 1e3:6.2f} ms "
-          f"(iters {it_batched}) | ratio {t_loop / t_batched:5.1f}x | max|q-q*| loop {err_loop:.1e}, "
-          f"batched {err_batched:.1e} | batched at tol 1e-6 {t_tight * 1e3:6.2f} ms (iters {it_tight})",
-          flush=True)
+    print(
+        f"sinkhorn n={n} {shape:<12s}: per-class loop {t_loop * 1e3:7.2f} ms "
+        f"(iters mean {np.mean(it_loop):.1f}, max {max(it_loop)}) | batched {t_batched * 1e3:6.2f} ms "
+        f"(iters {it_batched}) | ratio {t_loop / t_batched:5.1f}x | max|q-q*| loop {err_loop:.1e}, "
+        f"batched {err_batched:.1e} | batched at tol 1e-6 {t_tight * 1e3:6.2f} ms (iters {it_tight})",
+        flush=True,
+    )
     return t_loop / t_batched
 
 
 def bench_accuracy(n: int = 4000, noise: float = 0.2) -> None:
     rng = np.random.default_rng(0)
     a, b, c = rng.integers(0, 2, n), rng.integers(0, 2, n), rng.integers(0, 3, n)
-    cases = {"XOR": (a, b, a ^ b, 2, 2), "AND": (a, b, a & b, 2, 2), "copy": (c, b, c, 3, 2),
-             "X1=X2=Y": (c, c, c, 3, 3)}
+    cases = {
+        "XOR": (a, b, a ^ b, 2, 2),
+        "AND": (a, b, a & b, 2, 2),
+        "copy": (c, b, c, 3, 2),
+        "X1=X2=Y": (c, c, c, 3, 3),
+    }
     cfg = BatchEstimatorConfig(align_epochs=10, sinkhorn_tol=1e-3)
     errors = []
     for name, (s1, s2, y, k1, k2) in cases.items():
@@ -108,11 +115,17 @@ def bench_accuracy(n: int = 4000, noise: float = 0.2) -> None:
         est = res.row()
         errors.append([abs(est[k] - truth[k]) for k in COMPS])
         shown = " ".join(f"{k} {est[k]:.3f}/{truth[k]:.3f}" for k in COMPS)
-        print(f"{name:8s} est/true: {shown} | {res.seconds:5.1f} s, {res.sinkhorn_iters:.1f} "
-              "Sinkhorn iterations per step", flush=True)
+        print(
+            f"{name:8s} est/true: {shown} | {res.seconds:5.1f} s, {res.sinkhorn_iters:.1f} "
+            "Sinkhorn iterations per step",
+            flush=True,
+        )
     mae = np.mean(errors, axis=0)
-    print("MAE per component (bits): " + " ".join(f"{k} {m:.3f}" for k, m in zip(COMPS, mae, strict=True))
-          + f" | max {mae.max():.3f} (target ≤ 0.05)")
+    print(
+        "MAE per component (bits): "
+        + " ".join(f"{k} {m:.3f}" for k, m in zip(COMPS, mae, strict=True))
+        + f" | max {mae.max():.3f} (target ≤ 0.05)"
+    )
 
 
 def bench_throughput(n: int = 8000, noise: float = 0.2) -> None:
@@ -126,13 +139,17 @@ def bench_throughput(n: int = 8000, noise: float = 0.2) -> None:
     res = batch_pid(x1, x2, a ^ b, cfg, seed=0)
     epochs = cfg.discrim_epochs + cfg.align_epochs
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"throughput ({device}, n={n}): {n / res.seconds:8.0f} samples/s per estimate "
-          f"({res.seconds:.1f} s) | {n * epochs / res.seconds:8.0f} sample-epochs/s over {epochs} epochs")
+    print(
+        f"throughput ({device}, n={n}): {n / res.seconds:8.0f} samples/s per estimate "
+        f"({res.seconds:.1f} s) | {n * epochs / res.seconds:8.0f} sample-epochs/s over {epochs} epochs"
+    )
 
 
 def main(quick: bool = False) -> None:
-    print(f"load average before start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
-          f"device {'cuda' if torch.cuda.is_available() else 'cpu'}")
+    print(
+        f"load average before start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
+        f"device {'cuda' if torch.cuda.is_available() else 'cpu'}"
+    )
     torch.set_num_threads(1)
     n = 64 if quick else 256
     for k, lags in ((2, 1), (6, 1), (12, 1), (6, 8)):

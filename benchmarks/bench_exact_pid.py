@@ -48,8 +48,11 @@ def cvxpy_min_mi(p: np.ndarray, solver: str = "CLARABEL") -> float:
         cons += [cp.sum(qs[y], axis=1) == p[:, :, y].sum(1), cp.sum(qs[y], axis=0) == p[:, :, y].sum(0)]
     prob = cp.Problem(cp.Minimize(obj), cons)
     # Tight tolerances: the reference must be more accurate than the 1e-4-bit target we test against.
-    opts = ({"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10, "max_iter": 500}
-            if solver == "CLARABEL" else {"eps": 1e-9, "max_iters": 200_000})
+    opts = (
+        {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10, "max_iter": 500}
+        if solver == "CLARABEL"
+        else {"eps": 1e-9, "max_iters": 200_000}
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # CLARABEL warns "may be inaccurate" at these tolerances
         prob.solve(solver=solver, **opts)
@@ -131,8 +134,11 @@ def run(shape: tuple[int, int, int], n: int, n_peer: dict[str, int], seed: int) 
     t_exact = (time.perf_counter() - t0) / n
     exact = {"min_mi": res.min_mi, **{k: np.array([res.row(i)[k] for i in range(n)]) for k in COMPS}}
     size = "x".join(map(str, shape))
-    print(f"{n:3d} x {size:<9s} batched exact {t_exact * 1e3:8.2f} ms/problem | max certificate "
-          f"{res.gap.max():.1e} bits | all certified {bool(res.converged.all())}", flush=True)
+    print(
+        f"{n:3d} x {size:<9s} batched exact {t_exact * 1e3:8.2f} ms/problem | max certificate "
+        f"{res.gap.max():.1e} bits | all certified {bool(res.converged.all())}",
+        flush=True,
+    )
     for label, module, solve, max_cells in PEERS:
         m = min(n_peer.get(module, 0), n)
         if int(np.prod(shape)) > max_cells or m == 0:
@@ -141,8 +147,11 @@ def run(shape: tuple[int, int, int], n: int, n_peer: dict[str, int], seed: int) 
             print(f"{'':15s} {label:<29s} not installed: {module}", flush=True)
             continue
         per, diff = run_peer(solve, ps[:m], exact)
-        print(f"{'':15s} {label:<29s} {per * 1e3:9.2f} ms/problem (on {m}/{n}) | ratio "
-              f"{per / t_exact:8.1f}x | max|diff| {diff:.1e} bits", flush=True)
+        print(
+            f"{'':15s} {label:<29s} {per * 1e3:9.2f} ms/problem (on {m}/{n}) | ratio "
+            f"{per / t_exact:8.1f}x | max|diff| {diff:.1e} bits",
+            flush=True,
+        )
 
 
 def main() -> None:

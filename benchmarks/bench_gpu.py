@@ -38,6 +38,7 @@ CPU = torch.device("cpu")
 
 def timed(fn: Callable[[], object], dev: torch.device, repeats: int) -> float:
     """Median wall seconds of fn() on `dev` (synchronised), after one warm-up call."""
+
     def sync() -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
@@ -55,8 +56,11 @@ def timed(fn: Callable[[], object], dev: torch.device, repeats: int) -> float:
 
 def report(name: str, t_cpu: float, t_dev: float, dev: torch.device, diff: float | None = None) -> None:
     extra = "" if diff is None else f" | max|cpu-{dev.type}| {diff:.1e}"
-    print(f"{name:<40s} cpu {t_cpu * 1e3:9.1f} ms | {dev.type} {t_dev * 1e3:9.1f} ms | "
-          f"cpu/{dev.type} {t_cpu / t_dev:6.1f}x{extra}", flush=True)
+    print(
+        f"{name:<40s} cpu {t_cpu * 1e3:9.1f} ms | {dev.type} {t_dev * 1e3:9.1f} ms | "
+        f"cpu/{dev.type} {t_cpu / t_dev:6.1f}x{extra}",
+        flush=True,
+    )
 
 
 def check_exact(dev: torch.device, quick: bool) -> None:
@@ -67,8 +71,13 @@ def check_exact(dev: torch.device, quick: bool) -> None:
     diff = float(np.abs(on_cpu.min_mi - on_dev.min_mi).max())
     reps = 1 if quick else 3
     t_cpu = timed(lambda: exact_pid(ps, device=CPU), CPU, reps)
-    report(f"exact PID {n} x {'x'.join(map(str, shape))}", t_cpu,
-           timed(lambda: exact_pid(ps, device=dev), dev, reps), dev, diff)
+    report(
+        f"exact PID {n} x {'x'.join(map(str, shape))}",
+        t_cpu,
+        timed(lambda: exact_pid(ps, device=dev), dev, reps),
+        dev,
+        diff,
+    )
 
 
 def check_sinkhorn(dev: torch.device, quick: bool) -> None:
@@ -81,9 +90,13 @@ def check_sinkhorn(dev: torch.device, quick: bool) -> None:
     q_cpu, _ = sinkhorn_classes(log_a, log_r, log_c, 500, 1e-3)
     q_dev, _ = sinkhorn_classes(*args_dev, 500, 1e-3)
     diff = float((q_cpu.exp() - q_dev.exp().cpu()).abs().max())
-    report(f"Sinkhorn {b} slices of {n}x{n}", timed(lambda: sinkhorn_classes(log_a, log_r, log_c, 500, 1e-3),
-                                                    CPU, 5),
-           timed(lambda: sinkhorn_classes(*args_dev, 500, 1e-3), dev, 5), dev, diff)
+    report(
+        f"Sinkhorn {b} slices of {n}x{n}",
+        timed(lambda: sinkhorn_classes(log_a, log_r, log_c, 500, 1e-3), CPU, 5),
+        timed(lambda: sinkhorn_classes(*args_dev, 500, 1e-3), dev, 5),
+        dev,
+        diff,
+    )
 
 
 def xor_samples(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,8 +108,9 @@ def xor_samples(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def check_batch(dev: torch.device, quick: bool) -> None:
     n = 400 if quick else 8000
-    cfg = BatchEstimatorConfig(discrim_epochs=2 if quick else 20, align_epochs=1 if quick else 20,
-                               sinkhorn_tol=1e-3)
+    cfg = BatchEstimatorConfig(
+        discrim_epochs=2 if quick else 20, align_epochs=1 if quick else 20, sinkhorn_tol=1e-3
+    )
     x1, x2, y = xor_samples(n, 0)
     runs = {}
 
@@ -110,8 +124,9 @@ def check_batch(dev: torch.device, quick: bool) -> None:
 
 def check_multiscale(dev: torch.device, quick: bool) -> None:
     n = 300 if quick else 4000
-    cfg = BatchEstimatorConfig(discrim_epochs=2 if quick else 10, align_epochs=1 if quick else 5,
-                               sinkhorn_tol=1e-3)
+    cfg = BatchEstimatorConfig(
+        discrim_epochs=2 if quick else 10, align_epochs=1 if quick else 5, sinkhorn_tol=1e-3
+    )
     samples = {lag: LagSamples(*xor_samples(n, lag)) for lag in range(4)}
     runs = {}
 
@@ -119,8 +134,11 @@ def check_multiscale(dev: torch.device, quick: bool) -> None:
         runs[d.type] = multiscale_pid(samples, cfg, device=d, seed=0, steps_factor=4)
 
     t_cpu, t_dev = timed(lambda: run(CPU), CPU, 1), timed(lambda: run(dev), dev, 1)
-    diff = max(abs(runs["cpu"][lag].row()[k] - runs[dev.type][lag].row()[k])
-               for lag in samples for k in ("R", "U1", "U2", "S"))
+    diff = max(
+        abs(runs["cpu"][lag].row()[k] - runs[dev.type][lag].row()[k])
+        for lag in samples
+        for k in ("R", "U1", "U2", "S")
+    )
     report(f"multi-scale BATCH, 4 lags x {n}", t_cpu, t_dev, dev, diff)
 
 
@@ -133,8 +151,15 @@ def train_step(name: str, dev: torch.device, batch: int, steps: int, m: int = 3)
     sym = torch.rand(m, m, steps, generator=gen) * 0.3 * (1 - torch.eye(m))[:, :, None]
     rus = RusPrior(torch.rand(m, steps, generator=gen), sym, sym.clone())
     torch.manual_seed(0)
-    model = build_model(name, ModelConfig(d_model=64), n_channels=3 * m, n_timesteps=steps, n_classes=6,
-                        modalities=modalities, rus=rus).to(dev)
+    model = build_model(
+        name,
+        ModelConfig(d_model=64),
+        n_channels=3 * m,
+        n_timesteps=steps,
+        n_classes=6,
+        modalities=modalities,
+        rus=rus,
+    ).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
 
@@ -150,12 +175,21 @@ def train_step(name: str, dev: torch.device, batch: int, steps: int, m: int = 3)
 def check_training(dev: torch.device, quick: bool) -> None:
     batch, steps = (4, 16) if quick else (64, 128)
     for name in ("timoe", "transformer"):
-        report(f"{name} train step, B={batch} T={steps}", timed(train_step(name, CPU, batch, steps), CPU, 3),
-               timed(train_step(name, dev, batch, steps), dev, 3 if quick else 10), dev)
+        report(
+            f"{name} train step, B={batch} T={steps}",
+            timed(train_step(name, CPU, batch, steps), CPU, 3),
+            timed(train_step(name, dev, batch, steps), dev, 3 if quick else 10),
+            dev,
+        )
 
 
-CHECKS = {"exact": check_exact, "sinkhorn": check_sinkhorn, "batch": check_batch,
-          "multiscale": check_multiscale, "training": check_training}
+CHECKS = {
+    "exact": check_exact,
+    "sinkhorn": check_sinkhorn,
+    "batch": check_batch,
+    "multiscale": check_multiscale,
+    "training": check_training,
+}
 
 
 def main() -> int:

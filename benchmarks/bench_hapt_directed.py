@@ -55,8 +55,9 @@ def past_bound(steps: np.ndarray, rc: RusConfig, seed: int = 0) -> dict[int, flo
     out = {}
     for lag in rc.lags:
         wi, ti = step_index(y, lag, True, rc.max_samples, seed, rc.past_horizon)
-        out[lag] = (conditional_entropy(y[wi, ti], past[wi, ti - rc.past_horizon], k, n_strata)
-                    if len(wi) else 0.0)
+        out[lag] = (
+            conditional_entropy(y[wi, ti], past[wi, ti - rc.past_horizon], k, n_strata) if len(wi) else 0.0
+        )
     return out
 
 
@@ -85,16 +86,28 @@ def main() -> None:
     for name, (xv, cv) in variants.items():
         t = compute_temporal_rus(xv, steps, mods, cv).select("pair", "lag", *COMPONENTS)
         bound = past_bound(steps, cv) if cv.form == "directed" else {}
-        parts.append(t.with_columns(pl.lit(name).alias("form"),
-                                    pl.col("lag").replace_strict(bound, default=None,
-                                                                 return_dtype=pl.Float64).alias("H(Y|past)")))
+        parts.append(
+            t.with_columns(
+                pl.lit(name).alias("form"),
+                pl.col("lag").replace_strict(bound, default=None, return_dtype=pl.Float64).alias("H(Y|past)"),
+            )
+        )
     table = pl.concat([t.select("form", "pair", "lag", *COMPONENTS, "H(Y|past)") for t in parts])
     n_labels = np.array([np.unique(r[r >= 0]).size for r in ds.step_labels])
     transition = (ds.step_labels >= 6).any(1).mean()  # class indices 6..11 are labels 7..12
-    print(f"HAPT {ds.modalities}, {len(ds.label)} windows ({int(train.sum())} train); "
-          f"{(n_labels > 1).mean():.1%} hold > 1 label, {transition:.1%} a transition")
-    with pl.Config(tbl_rows=-1, float_precision=4, tbl_width_chars=200, tbl_cols=-1,
-                   tbl_formatting="MARKDOWN", tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+    print(
+        f"HAPT {ds.modalities}, {len(ds.label)} windows ({int(train.sum())} train); "
+        f"{(n_labels > 1).mean():.1%} hold > 1 label, {transition:.1%} a transition"
+    )
+    with pl.Config(
+        tbl_rows=-1,
+        float_precision=4,
+        tbl_width_chars=200,
+        tbl_cols=-1,
+        tbl_formatting="MARKDOWN",
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+    ):
         print(table)
 
 

@@ -28,8 +28,14 @@ OUT = Path("results/checks")
 
 def _row(ds: str, seed: int, max_lag: int, metrics_path: Path) -> dict:
     m = json.loads(metrics_path.read_text())
-    return {"dataset": ds, "model": MODEL, "seed": seed, "max_lag": max_lag,
-            "accuracy": m["test_accuracy"], "macro_f1": m.get("test_macro_f1")}
+    return {
+        "dataset": ds,
+        "model": MODEL,
+        "seed": seed,
+        "max_lag": max_lag,
+        "accuracy": m["test_accuracy"],
+        "macro_f1": m.get("test_macro_f1"),
+    }
 
 
 def short_lag_runs(params: Params, ds: str, short: list[int]) -> list[dict]:
@@ -49,8 +55,18 @@ def short_lag_runs(params: Params, ds: str, short: list[int]) -> list[dict]:
             raise SystemExit(f"{study} is missing: run the study first (make run)")
         out = base / "models" / ds / f"seed{seed}"
         if not out.exists():
-            run_train(p_short, TrainJob(ds, MODEL, seed, data, out, rus_dir=rus,
-                                        sweep_dir=sweep if params.train.use_sweep else None))
+            run_train(
+                p_short,
+                TrainJob(
+                    ds,
+                    MODEL,
+                    seed,
+                    data,
+                    out,
+                    rus_dir=rus,
+                    sweep_dir=sweep if params.train.use_sweep else None,
+                ),
+            )
         rows.append(_row(ds, seed, max(short), out / "metrics.json"))
         rows.append(_row(ds, seed, max(params.rus.lags), study))
     return rows

@@ -42,25 +42,38 @@ def random_prior(m: int, t: int, gen: torch.Generator) -> RusPrior:
         x = 0.5 * (x + x.transpose(0, 1))
         return x * (1 - torch.eye(m))[:, :, None]
 
-    return RusPrior(torch.rand(m, t, generator=gen), sym(torch.rand(m, m, t, generator=gen) * 0.3),
-                    sym(torch.rand(m, m, t, generator=gen) * 0.3))
+    return RusPrior(
+        torch.rand(m, t, generator=gen),
+        sym(torch.rand(m, m, t, generator=gen) * 0.3),
+        sym(torch.rand(m, m, t, generator=gen) * 0.3),
+    )
 
 
-def bench_train_step(names: list[str], cfg: ModelConfig, batch: int, steps: int, m: int,
-                     repeats: int) -> None:
+def bench_train_step(
+    names: list[str], cfg: ModelConfig, batch: int, steps: int, m: int, repeats: int
+) -> None:
     channels_per = 3
     modalities = {f"mod{k}": list(range(k * channels_per, (k + 1) * channels_per)) for k in range(m)}
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, steps, m * channels_per, generator=gen)
     y = torch.randint(0, 6, (batch,), generator=gen)
     rus = random_prior(m, steps, gen)
-    print(f"training step, B={batch} T={steps} M={m} d={cfg.d_model} d_ff={cfg.d_ff} layers={cfg.n_layers} "
-          f"moe_layers={cfg.moe_layers} E={cfg.n_experts} syn={cfg.n_synergy_experts} k={cfg.top_k}")
+    print(
+        f"training step, B={batch} T={steps} M={m} d={cfg.d_model} d_ff={cfg.d_ff} layers={cfg.n_layers} "
+        f"moe_layers={cfg.moe_layers} E={cfg.n_experts} syn={cfg.n_synergy_experts} k={cfg.top_k}"
+    )
     base = None
     for name in names:
         torch.manual_seed(0)
-        model = build_model(name, cfg, n_channels=m * channels_per, n_timesteps=steps, n_classes=6,
-                            modalities=modalities, rus=rus)
+        model = build_model(
+            name,
+            cfg,
+            n_channels=m * channels_per,
+            n_timesteps=steps,
+            n_classes=6,
+            modalities=modalities,
+            rus=rus,
+        )
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         model.train()
 
@@ -73,8 +86,10 @@ def bench_train_step(names: list[str], cfg: ModelConfig, batch: int, steps: int,
         wall, cpu = median_time(step, repeats)
         base = cpu if base is None else base
         n_params = sum(p.numel() for p in model.parameters())
-        print(f"  {name:<20s} cpu {cpu * 1e3:8.1f} ms/step  x{cpu / base:4.2f} vs {names[0]}  "
-              f"(wall {wall * 1e3:8.1f} ms)  params {n_params:,}")
+        print(
+            f"  {name:<20s} cpu {cpu * 1e3:8.1f} ms/step  x{cpu / base:4.2f} vs {names[0]}  "
+            f"(wall {wall * 1e3:8.1f} ms)  params {n_params:,}"
+        )
 
 
 def bench_moe_layer(cfg: ModelConfig, batch: int, steps: int, m: int, repeats: int) -> None:
@@ -88,8 +103,9 @@ def bench_moe_layer(cfg: ModelConfig, batch: int, steps: int, m: int, repeats: i
     layers: dict[str, torch.nn.Module] = {f"dense FFN (hidden {k}x{cfg.d_ff})": dense}
     for n_syn in (0, cfg.n_synergy_experts):
         router = SoftmaxRouter(d, cfg.n_experts, k)
-        layers[f"MoE E={cfg.n_experts} k={k} syn={n_syn}"] = MoELayer(d, cfg.d_ff, cfg.n_experts, n_syn,
-                                                                      cfg.n_heads, 0.0, router)
+        layers[f"MoE E={cfg.n_experts} k={k} syn={n_syn}"] = MoELayer(
+            d, cfg.d_ff, cfg.n_experts, n_syn, cfg.n_heads, 0.0, router
+        )
     base = None
     for label, layer in layers.items():
         xin = x.clone().requires_grad_(True)
@@ -101,8 +117,10 @@ def bench_moe_layer(cfg: ModelConfig, batch: int, steps: int, m: int, repeats: i
 
         wall, cpu = median_time(run, repeats)
         base = cpu if base is None else base
-        print(f"  {label:<32s} {n_tokens / cpu / 1e6:6.3f} M tokens/cpu-s  cpu {cpu * 1e3:7.1f} ms  "
-              f"x{cpu / base:4.2f}  (wall {wall * 1e3:7.1f} ms)")
+        print(
+            f"  {label:<32s} {n_tokens / cpu / 1e6:6.3f} M tokens/cpu-s  cpu {cpu * 1e3:7.1f} ms  "
+            f"x{cpu / base:4.2f}  (wall {wall * 1e3:7.1f} ms)"
+        )
 
 
 def main() -> None:
@@ -111,8 +129,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=128)
     ap.add_argument("--modalities", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads (1: CPU time = work done; 0 keeps torch's default)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1: CPU time = work done; 0 keeps torch's default)",
+    )
     ap.add_argument("--models", default="transformer,timoe,moe,fusemoe,modality-moe,hash-moe,timoe-nolosses")
     args = ap.parse_args()
     if args.threads:

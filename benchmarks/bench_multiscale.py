@@ -67,8 +67,15 @@ def estimate_rows(
 ) -> list[dict]:
     """One row per lag × component: the per-lag and the multi-scale estimate (bits)."""
     return [
-        {"dataset": "synthetic-processes", "process": name, "steps_factor": factor, "lag": lag,
-         "component": k, "per_lag": per_lag[lag].row()[k], "multiscale": ms[lag].row()[k]}
+        {
+            "dataset": "synthetic-processes",
+            "process": name,
+            "steps_factor": factor,
+            "lag": lag,
+            "component": k,
+            "per_lag": per_lag[lag].row()[k],
+            "multiscale": ms[lag].row()[k],
+        }
         for lag in per_lag
         for k in COMPS
     ]
@@ -88,25 +95,34 @@ def routes(samples: dict[int, LagSamples], cfg: BatchEstimatorConfig) -> dict[st
 def main(lags: list[int], out: Path | None = None, quick: bool = False) -> None:
     rows: list[dict] = []
     cfg = QUICK_CFG if quick else CFG
-    print(f"load average before start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
-          f"{len(lags)} lags; CPU seconds (wall in brackets)")
+    print(
+        f"load average before start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
+        f"{len(lags)} lags; CPU seconds (wall in brackets)"
+    )
     warm, _ = lag_samples("synergy_lag1", lags[:2], True)  # first calls pay one-off set-up costs
     for fn in routes(warm, QUICK_CFG).values():
         fn()
     for name in ("synergy_lag1", "unique_lag2", "redundancy_lag3"):
         samples, dominant = lag_samples(name, lags, quick)
-        per_lag, c_per, w_per = clock(lambda s=samples: {lag: batch_pid(x.x1, x.x2, x.y, cfg, seed=0)
-                                                         for lag, x in s.items()})
+        per_lag, c_per, w_per = clock(
+            lambda s=samples: {lag: batch_pid(x.x1, x.x2, x.y, cfg, seed=0) for lag, x in s.items()}
+        )
         n_per = int(np.mean([len(x.y) for x in samples.values()]))
-        print(f"{name:16s} per-lag BATCH {c_per:6.1f} s ({w_per:5.1f}) found {found(per_lag, dominant)} "
-              f"| ~{n_per} samples per lag", flush=True)
+        print(
+            f"{name:16s} per-lag BATCH {c_per:6.1f} s ({w_per:5.1f}) found {found(per_lag, dominant)} "
+            f"| ~{n_per} samples per lag",
+            flush=True,
+        )
         for label, fn in routes(samples, cfg).items():
             est, c_est, w_est = clock(fn)
             if label.startswith("multi-scale"):
                 rows += estimate_rows(name, int(label.rsplit("x", 1)[1]), est, per_lag)
-            print(f"{'':16s} {label:<24s} {c_est:6.1f} s ({w_est:5.1f}) | speed-up {c_per / c_est:4.1f}x "
-                  f"(wall {w_per / w_est:4.1f}x) | max|diff| {max_diff(est, per_lag):.3f} bits | "
-                  f"found {found(est, dominant)}", flush=True)
+            print(
+                f"{'':16s} {label:<24s} {c_est:6.1f} s ({w_est:5.1f}) | speed-up {c_per / c_est:4.1f}x "
+                f"(wall {w_per / w_est:4.1f}x) | max|diff| {max_diff(est, per_lag):.3f} bits | "
+                f"found {found(est, dominant)}",
+                flush=True,
+            )
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         pl.DataFrame(rows).write_csv(out)

@@ -94,13 +94,15 @@ def batch_curve(sizes: Sequence[int], repeats: int) -> list[Curve]:
         a, b = rng.integers(0, 2, n), rng.integers(0, 2, n)
         x1 = np.eye(2)[a] + 0.2 * rng.standard_normal((n, 2))
         x2 = np.eye(2)[b] + 0.2 * rng.standard_normal((n, 2))
-        curve.add(float(n), cpu_median(lambda x1=x1, x2=x2, y=a ^ b: batch_pid(x1, x2, y, cfg, seed=0),
-                                       repeats))
+        curve.add(
+            float(n), cpu_median(lambda x1=x1, x2=x2, y=a ^ b: batch_pid(x1, x2, y, cfg, seed=0), repeats)
+        )
     return [curve]
 
 
-def quantify_inputs(m: int, windows: int, steps: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray,
-                                                                                dict[str, list[int]]]:
+def quantify_inputs(
+    m: int, windows: int, steps: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, dict[str, list[int]]]:
     """Random windows x (N, T, 2M), sticky step labels (N, T) in 6 classes, and M two-channel modalities."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((windows, steps, 2 * m)).astype(np.float32)
@@ -109,8 +111,9 @@ def quantify_inputs(m: int, windows: int, steps: int, seed: int = 0) -> tuple[np
     return x, labels, {f"m{k}": [2 * k, 2 * k + 1] for k in range(m)}
 
 
-def quantify_curves(mods: Sequence[int], lag_counts: Sequence[int], windows: int, steps: int,
-                    repeats: int) -> list[Curve]:
+def quantify_curves(
+    mods: Sequence[int], lag_counts: Sequence[int], windows: int, steps: int, repeats: int
+) -> list[Curve]:
     def run(m: int, n_lags: int) -> float:
         x, labels, modalities = quantify_inputs(m, windows, steps)
         cfg = RusConfig(lags=list(range(n_lags)), device="cpu")
@@ -135,8 +138,9 @@ def train_step_time(steps: int, experts: int, batch: int, repeats: int, m: int =
     rus = RusPrior(torch.rand(m, steps, generator=gen), sym, sym.clone())
     cfg = ModelConfig(d_model=64, n_experts=experts)
     torch.manual_seed(0)
-    model = build_model("timoe", cfg, n_channels=3 * m, n_timesteps=steps, n_classes=6,
-                        modalities=modalities, rus=rus)
+    model = build_model(
+        "timoe", cfg, n_channels=3 * m, n_timesteps=steps, n_classes=6, modalities=modalities, rus=rus
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
 
@@ -149,8 +153,7 @@ def train_step_time(steps: int, experts: int, batch: int, repeats: int, m: int =
     return cpu_median(step, repeats)
 
 
-def training_curves(lengths: Sequence[int], experts: Sequence[int], batch: int,
-                    repeats: int) -> list[Curve]:
+def training_curves(lengths: Sequence[int], experts: Sequence[int], batch: int, repeats: int) -> list[Curve]:
     by_len = Curve(f"timoe train step, E={experts[0]}", "window", 3)
     for t in lengths:
         by_len.add(float(t), train_step_time(t, experts[0], batch, repeats))
@@ -186,19 +189,25 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="two or three points per curve (smoke test)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    print(f"load average before start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; CPU seconds, "
-          "median of repeats, 1 torch thread")
+    print(
+        f"load average before start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; CPU seconds, "
+        "median of repeats, 1 torch thread"
+    )
     q = args.quick
     reps = 1 if q else 3
     curves = exact_curves((4, 8) if q else (4, 8, 12, 16, 20), (1, 4) if q else (1, 4, 16, 64), reps)
     curves += batch_curve((200, 400) if q else (500, 1000, 2000, 4000), 1)
-    curves += quantify_curves((2, 3) if q else (2, 4, 6, 8), (1, 2) if q else (2, 4, 8),
-                              8 if q else 64, 32 if q else 128, reps)
-    curves += training_curves((16, 32) if q else (32, 64, 128, 256), (4, 8) if q else (4, 8, 16, 32),
-                              4 if q else 16, reps)
+    curves += quantify_curves(
+        (2, 3) if q else (2, 4, 6, 8), (1, 2) if q else (2, 4, 8), 8 if q else 64, 32 if q else 128, reps
+    )
+    curves += training_curves(
+        (16, 32) if q else (32, 64, 128, 256), (4, 8) if q else (4, 8, 16, 32), 4 if q else 16, reps
+    )
     for c in curves:
-        print(f"growth: {c.name:<34s} time ∝ {c.xlabel}^{c.exponent():.2f} over all points, "
-              f"^{c.exponent(2):.2f} over the largest two")
+        print(
+            f"growth: {c.name:<34s} time ∝ {c.xlabel}^{c.exponent():.2f} over all points, "
+            f"^{c.exponent(2):.2f} over the largest two"
+        )
     draw(curves, args.fig)
     print(f"figure: {args.fig}")
 

@@ -17,8 +17,13 @@ def _runs(path: Path, timoe_hapt: list[float], fusemoe_hapt: list[float]) -> Pat
     rows = []
     for seed in range(3):
         rows += [
-            {"dataset": "hapt", "model": "timoe", "seed": seed, "accuracy": timoe_hapt[seed],
-             "routing_entropy": 2.079},
+            {
+                "dataset": "hapt",
+                "model": "timoe",
+                "seed": seed,
+                "accuracy": timoe_hapt[seed],
+                "routing_entropy": 2.079,
+            },
             {"dataset": "hapt", "model": "fusemoe", "seed": seed, "accuracy": fusemoe_hapt[seed]},
             {"dataset": "hapt", "model": "moe", "seed": seed, "accuracy": 0.90},
             {"dataset": "hapt", "model": "transformer", "seed": seed, "accuracy": 0.91},

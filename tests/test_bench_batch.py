@@ -11,8 +11,9 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_batch.py"
 
 
 def test_quick_run_prints_every_sinkhorn_row() -> None:
-    out = subprocess.run([sys.executable, str(SCRIPT), "--quick"], capture_output=True, text=True,
-                         check=True, timeout=120).stdout
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick"], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
     rows = [line for line in out.splitlines() if line.startswith("sinkhorn n=64")]
     assert [re.search(r"K=\S+( lags)?", r).group(0) for r in rows] == ["K=2", "K=6", "K=12", "K=6x8 lags"]
     for row in rows:

@@ -15,8 +15,9 @@ PEERS = ("cvxpy+CLARABEL loop", "IDTxl BROJA (TartuPID, ECOS)", "dit PID_BROJA")
 
 def test_quick_run_prints_each_peer_or_says_it_is_missing() -> None:
     pytest.importorskip("cvxpy")
-    out = subprocess.run([sys.executable, str(SCRIPT), "--quick"], capture_output=True, text=True,
-                         check=True, timeout=120).stdout
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick"], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
     assert len(re.findall(r"batched exact +[\d.]+ ms/problem", out)) == 2
     for peer in PEERS:
         rows = [line for line in out.splitlines() if peer in line]

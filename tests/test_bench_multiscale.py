@@ -15,8 +15,13 @@ ROUTES = ("multi-scale x1", "multi-scale x3", "stacked ", "stacked, 1 align epoc
 
 def test_quick_run_prints_every_route_and_writes_the_check_csv(tmp_path: Path) -> None:
     out_csv = tmp_path / "estimator_check.csv"
-    out = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out_csv)], capture_output=True,
-                         text=True, check=True, timeout=300).stdout
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(out_csv)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
     assert len(re.findall(r"per-lag BATCH +[\d.]+ s", out)) == 3
     for route in ROUTES:
         rows = [line for line in out.splitlines() if route in line]

@@ -32,8 +32,11 @@ def test_defaults_equal_an_empty_file():
         ({"train": {"epochs": 0}}, "train.epochs", "greater than or equal"),
         ({"model": {"names": ["nope"]}}, "model.names", "unknown model"),
         ({"data": {"datasets": ["mnist"]}}, "data.datasets.0", "hapt"),
-        ({"sweep": {"space": {"transformer": {"train.epochs": {"type": "int", "low": 1, "high": 2}}}}},
-         "sweep.space", "unsweepable"),
+        (
+            {"sweep": {"space": {"transformer": {"train.epochs": {"type": "int", "low": 1, "high": 2}}}}},
+            "sweep.space",
+            "unsweepable",
+        ),
         ({"rus": {"lags": [1, 1]}}, "rus.lags", "distinct"),
         ({"bogus": {}}, "bogus", "unknown key"),
         ({"train": {"augment": {"scale": -0.1}}}, "train.augment.scale", "greater than or equal"),

@@ -52,8 +52,10 @@ def test_custom_split_by_subject_and_prepare(tmp_path, monkeypatch) -> None:
 
 def test_custom_explicit_split_and_errors(tmp_path) -> None:
     # subjects follow the split: a subject in two splits is refused (timoe.data.base.shared_subjects)
-    frame = _frame().with_columns(pl.Series("split", ["train"] * 6 + ["val"] * 2 + ["test"] * 2),
-                                  pl.Series("subject", np.arange(10) // 2))
+    frame = _frame().with_columns(
+        pl.Series("split", ["train"] * 6 + ["val"] * 2 + ["test"] * 2),
+        pl.Series("subject", np.arange(10) // 2),
+    )
     assert (custom.build(_write(tmp_path, frame)).split[-2:] == "test").all()
     with pytest.raises(DataFormatError, match="every x list must have length 12"):
         custom.build(_write(tmp_path, frame.with_columns(pl.col("x").list.head(3))))

@@ -69,13 +69,14 @@ def test_gravity_is_low_frequency(recordings) -> None:
 
 @needs_hapt
 def test_filtering_runs_per_recording_before_windowing(recordings) -> None:
-    hc = HaptConfig(modalities=["body", "gravity", "gyro"], subjects=[1, 2, 3], val_subjects=[1],
-                    test_subjects=[2])
+    hc = HaptConfig(
+        modalities=["body", "gravity", "gyro"], subjects=[1, 2, 3], val_subjects=[1], test_subjects=[2]
+    )
     ds = hapt.build(DataConfig(hapt=hc))
     for i in (0, len(ds.label) // 2, len(ds.label) - 1):
         rec = recordings[ds.recording[i]]
         whole = hapt.modality_signals(rec.x, hc.modalities)  # filtered over the whole recording
-        np.testing.assert_array_equal(ds.x[i], whole[ds.start[i]: ds.start[i] + hc.window])
+        np.testing.assert_array_equal(ds.x[i], whole[ds.start[i] : ds.start[i] + hc.window])
     assert ds.extra["filters"]["gravity"].endswith("0.3 Hz of denoised acc")
 
 
@@ -85,11 +86,26 @@ def test_filtering_runs_per_recording_before_windowing(recordings) -> None:
     ("names", "channels", "modalities"),
     [
         (["acc", "gyro"], hapt.CHANNELS, {"acc": [0, 1, 2], "gyro": [3, 4, 5]}),
-        (["body", "gravity", "gyro"],
-         ["body-x", "body-y", "body-z", "gravity-x", "gravity-y", "gravity-z", "gyro-x", "gyro-y", "gyro-z"],
-         {"body": [0, 1, 2], "gravity": [3, 4, 5], "gyro": [6, 7, 8]}),
-        (["gyro", "gravity"], ["gyro-x", "gyro-y", "gyro-z", "gravity-x", "gravity-y", "gravity-z"],
-         {"gyro": [0, 1, 2], "gravity": [3, 4, 5]}),
+        (
+            ["body", "gravity", "gyro"],
+            [
+                "body-x",
+                "body-y",
+                "body-z",
+                "gravity-x",
+                "gravity-y",
+                "gravity-z",
+                "gyro-x",
+                "gyro-y",
+                "gyro-z",
+            ],
+            {"body": [0, 1, 2], "gravity": [3, 4, 5], "gyro": [6, 7, 8]},
+        ),
+        (
+            ["gyro", "gravity"],
+            ["gyro-x", "gyro-y", "gyro-z", "gravity-x", "gravity-y", "gravity-z"],
+            {"gyro": [0, 1, 2], "gravity": [3, 4, 5]},
+        ),
     ],
 )
 def test_channels_and_modality_map_follow_the_selection(recordings, names, channels, modalities) -> None:
@@ -98,9 +114,10 @@ def test_channels_and_modality_map_follow_the_selection(recordings, names, chann
     assert ds.channels == channels and ds.modalities == modalities
     assert ds.x.shape[2] == 3 * len(names)
     rec = recordings[ds.recording[0]]
-    raw = rec.x[ds.start[0]: ds.start[0] + hc.window]
-    body, gravity = (s[ds.start[0]: ds.start[0] + hc.window]
-                     for s in hapt.split_gravity(rec.x[:, hapt.MODALITIES["acc"]]))
+    raw = rec.x[ds.start[0] : ds.start[0] + hc.window]
+    body, gravity = (
+        s[ds.start[0] : ds.start[0] + hc.window] for s in hapt.split_gravity(rec.x[:, hapt.MODALITIES["acc"]])
+    )
     source = {"acc": raw[:, :3], "gyro": raw[:, 3:], "body": body, "gravity": gravity}
     for name, idx in ds.modalities.items():  # acc and gyro are the raw signals, unfiltered
         np.testing.assert_allclose(ds.x[0][:, idx], source[name], atol=1e-6)
@@ -207,8 +224,14 @@ def test_directed_rus_is_nonzero_only_on_continuous_windows() -> None:
     pairs = ["body|gravity", "body|gyro", "gravity|gyro"]  # three modalities: three pairs
     out = {}
     for windows in ("segments", "continuous"):
-        hc = HaptConfig(modalities=["body", "gravity", "gyro"], windows=windows, classes=ALL_CLASSES,
-                        subjects=subjects, val_subjects=[1], test_subjects=[2])
+        hc = HaptConfig(
+            modalities=["body", "gravity", "gyro"],
+            windows=windows,
+            classes=ALL_CLASSES,
+            subjects=subjects,
+            val_subjects=[1],
+            test_subjects=[2],
+        )
         ds = hapt.build(DataConfig(hapt=hc))
         train = ds.split == "train"
         args = (ds.x[train], ds.step_labels[train], ds.modalities)
@@ -244,10 +267,15 @@ def test_quantify_with_past_horizon_64_finds_directed_interactions(tmp_path) -> 
     root = Path(__file__).resolve().parents[1]
     params = load_params(root / "params.yaml", root / "workflow" / "hapt-transitions.yaml")
     assert params.rus.form == "directed" and params.rus.past_horizon == 64
-    hc = params.data.hapt.model_copy(update={"subjects": [1, 2, 3, 5, 6, 7, 8], "val_subjects": [1],
-                                             "test_subjects": [2]})
-    params = params.model_copy(update={"data": params.data.model_copy(update={"hapt": hc}),
-                                       "rus": params.rus.model_copy(update={"device": "cpu"})})
+    hc = params.data.hapt.model_copy(
+        update={"subjects": [1, 2, 3, 5, 6, 7, 8], "val_subjects": [1], "test_subjects": [2]}
+    )
+    params = params.model_copy(
+        update={
+            "data": params.data.model_copy(update={"hapt": hc}),
+            "rus": params.rus.model_copy(update={"device": "cpu"}),
+        }
+    )
     prepare_dataset("hapt", params.data, tmp_path / "data")
     train = load_prepared(tmp_path / "data").subset("train")
     res = estimate(params, train)  # the quantify stage's computation: dataset table + per-context ones
@@ -262,8 +290,9 @@ def test_quantify_with_past_horizon_64_finds_directed_interactions(tmp_path) -> 
     assert table.select(comps).to_numpy().max() > 0.05
     assert np.isfinite(per_context.select(comps).to_numpy()).all()
     mods = {m: list(ch) for m, ch in train.meta["modalities"].items()}
-    near = compute_temporal_rus(train.x, train.step_labels, mods,
-                                params.rus.model_copy(update={"past_horizon": 1}))
+    near = compute_temporal_rus(
+        train.x, train.step_labels, mods, params.rus.model_copy(update={"past_horizon": 1})
+    )
     assert near["total"].max() < 0.02  # the h = 1 bound H(Y_t | Y_{t-1}) is ~0.01 bits
     perm = np.random.default_rng(0).permutation(len(train.x))
     cut = compute_temporal_rus(train.x[perm], train.step_labels, mods, params.rus)

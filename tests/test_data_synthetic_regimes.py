@@ -40,8 +40,11 @@ def test_layout(ds) -> None:
     in_modality = {c for v in ds.modalities.values() for c in v}
     assert in_modality.isdisjoint(ds.extra["regime_channels"])
     assert np.array_equal(ds.label, ds.step_labels[:, -1])
-    assert {s: int(np.sum(ds.split == s)) for s in ("train", "val", "test")} == {"train": 3000, "val": 1000,
-                                                                                 "test": 1000}
+    assert {s: int(np.sum(ds.split == s)) for s in ("train", "val", "test")} == {
+        "train": 3000,
+        "val": 1000,
+        "test": 1000,
+    }
     for a in ("train", "val", "test"):  # subjects never span two splits
         for b in ("train", "val", "test"):
             if a < b:
@@ -77,8 +80,9 @@ def test_ground_truth_closed_forms(ds) -> None:
     short = build(_cfg(window=64, hold=8, n_train=10, n_val=10, n_test=10)).extra["ground_truth"]
     assert all(r[c] < 1e-4 for r in short if r["lag"] == 16 for c in COMPONENTS)
     assert any(r["S"] > 0.99 for r in short if r["regime"] == "xor(m0,m1)@3" and r["lag"] == 3)
-    and_rows = build(_cfg(regimes=["and(m0,m1)"], lags=[2], hold=1, n_train=10, n_val=10,
-                          n_test=10)).extra["ground_truth"]
+    and_rows = build(_cfg(regimes=["and(m0,m1)"], lags=[2], hold=1, n_train=10, n_val=10, n_test=10)).extra[
+        "ground_truth"
+    ]
     row = next(r for r in and_rows if r["pair"] == "m0|m1" and r["lag"] == 2)
     assert row["R"] == pytest.approx(0.3113, abs=1e-3) and row["S"] == pytest.approx(0.5, abs=1e-3)
 

@@ -36,7 +36,7 @@ def test_sinkhorn_is_batched_over_classes_and_hits_the_marginals() -> None:
     torch.testing.assert_close(q.sum(1), r, atol=1e-12, rtol=0)  # rows exact (last step)
     torch.testing.assert_close(q.sum(0), c, atol=1e-9, rtol=0)
     for k in range(5):  # the same as solving each class slice on its own
-        one, _ = sinkhorn(log_a[..., k:k + 1], r[:, k:k + 1].log(), c[:, k:k + 1].log(), 500, 1e-10)
+        one, _ = sinkhorn(log_a[..., k : k + 1], r[:, k : k + 1].log(), c[:, k : k + 1].log(), 500, 1e-10)
         torch.testing.assert_close(one[..., 0].exp(), q[..., k], atol=1e-8, rtol=0)
 
 
@@ -110,8 +110,11 @@ def test_multiscale_finds_synergy_at_lag_one_with_full_budget() -> None:
 def test_temporal_rus_with_neural_estimators() -> None:
     task = make_process("unique_lag2", continuous=True, n_windows=60, window=48, seed=5)
     for est in ("batch", "multiscale", "stacked"):
-        cfg = RusConfig(estimator=est, lags=[0, 2], batch=BatchEstimatorConfig(
-            discrim_epochs=20, align_epochs=2, sinkhorn_tol=1e-3))
+        cfg = RusConfig(
+            estimator=est,
+            lags=[0, 2],
+            batch=BatchEstimatorConfig(discrim_epochs=20, align_epochs=2, sinkhorn_tol=1e-3),
+        )
         df = compute_temporal_rus(task.x, task.step_labels, task.modalities, cfg)
         assert df.columns == list(COLUMNS) and set(df["estimator"]) == {est}
         assert set(df["form"]) == {"directed"} and df["pair"].to_list() == ["a|b", "a|b"]

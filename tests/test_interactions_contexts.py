@@ -13,8 +13,15 @@ from timoe.interactions.contexts import ContextSpec, fit_contexts, kmeans, windo
 
 
 def _spec(**over) -> ContextSpec:
-    base = dict(scope="context", channels=[0, 2], mean=[0.0, 1.0, 2.0, 3.0], std=[1.0, 2.0, 1.0, 0.5],
-                centroids=[[0.0] * 4, [1.0, 1.0, 1.0, 1.0]], counts=[10, 20], names=["ctx0", "ctx1"])
+    base = dict(
+        scope="context",
+        channels=[0, 2],
+        mean=[0.0, 1.0, 2.0, 3.0],
+        std=[1.0, 2.0, 1.0, 0.5],
+        centroids=[[0.0] * 4, [1.0, 1.0, 1.0, 1.0]],
+        counts=[10, 20],
+        names=["ctx0", "ctx1"],
+    )
     return ContextSpec(**(base | over))
 
 
@@ -66,8 +73,15 @@ def test_assign_is_nearest_centroid_after_standardisation():
 def test_assign_ties_go_to_lowest_index_and_dataset_scope_gives_zeros():
     spec = _spec(centroids=[[1.0, 0, 0, 0], [-1.0, 0, 0, 0]], mean=[0.0] * 4, std=[1.0] * 4)
     assert spec.assign(torch.zeros(3, 4)).tolist() == [0, 0, 0]  # equidistant from both
-    one = ContextSpec(scope="dataset", channels=[0], mean=[0.0, 0.0], std=[1.0, 1.0], centroids=[[0.0, 0.0]],
-                      counts=[5], names=["dataset"])
+    one = ContextSpec(
+        scope="dataset",
+        channels=[0],
+        mean=[0.0, 0.0],
+        std=[1.0, 1.0],
+        centroids=[[0.0, 0.0]],
+        counts=[5],
+        names=["dataset"],
+    )
     assert one.n_contexts == 1
     assert one.assign(torch.randn(4, 2)).tolist() == [0, 0, 0, 0]
     with pytest.raises(ValueError, match="shape"):
@@ -145,8 +159,13 @@ def test_contexts_are_ordered_by_motion_intensity():
 def test_small_clusters_reduce_k_and_are_recorded():
     # windows constant over time (std features all 0): only the channel means separate them
     rng = np.random.default_rng(0)
-    means = np.concatenate([rng.normal(0, 0.3, (100, 2)), rng.normal(8, 0.3, (100, 2)),
-                            rng.normal(0, 0.3, (5, 2)) + np.array([-8.0, 8.0])])
+    means = np.concatenate(
+        [
+            rng.normal(0, 0.3, (100, 2)),
+            rng.normal(8, 0.3, (100, 2)),
+            rng.normal(0, 0.3, (5, 2)) + np.array([-8.0, 8.0]),
+        ]
+    )
     x = np.repeat(means[:, None, :], 16, axis=1).astype(np.float32)
     spec, ids = fit_contexts(x, np.zeros(len(x)), [0, 1], "context", 3, seed=0, min_size=20)
     assert spec.n_contexts <= 2 and min(spec.counts) >= 20

@@ -31,8 +31,9 @@ def test_quantile_on_discrete_values_never_splits_ties() -> None:
 def test_uniform_bins_clip_outside_training_range() -> None:
     train = np.linspace(0.0, 1.0, 101)
     disc = Discretizer(4, "uniform").fit(train)
-    np.testing.assert_array_equal(disc.transform(np.array([-5.0, 0.1, 0.3, 0.6, 0.9, 7.0])),
-                                  [0, 0, 1, 2, 3, 3])
+    np.testing.assert_array_equal(
+        disc.transform(np.array([-5.0, 0.1, 0.3, 0.6, 0.9, 7.0])), [0, 0, 1, 2, 3, 3]
+    )
 
 
 def test_per_column_codes_keep_shape() -> None:

@@ -72,8 +72,14 @@ def _random(rng: np.random.Generator, shape: tuple[int, int, int], sparsity: flo
 def test_matches_clarabel_on_random_problems() -> None:
     ref = _reference()
     rng = np.random.default_rng(0)
-    joints = [_random(rng, (int(rng.integers(2, 11)), int(rng.integers(2, 11)), int(rng.integers(2, 7))),
-                      sparsity=[0.0, 0.5, 0.85][i % 3]) for i in range(12)]
+    joints = [
+        _random(
+            rng,
+            (int(rng.integers(2, 11)), int(rng.integers(2, 11)), int(rng.integers(2, 7))),
+            sparsity=[0.0, 0.5, 0.85][i % 3],
+        )
+        for i in range(12)
+    ]
     res = exact_pid_many(joints)
     expected = np.array([ref.cvxpy_min_mi(p) for p in joints])
     assert np.abs(res.min_mi - expected).max() < 1e-5
@@ -144,8 +150,9 @@ def test_inputs_devices_determinism_and_symmetry() -> None:
 def test_cuda_matches_cpu() -> None:
     rng = np.random.default_rng(5)
     p = np.stack([_random(rng, (8, 8, 4), 0.3) for _ in range(4)])
-    np.testing.assert_allclose(exact_pid(p, device="cuda").min_mi, exact_pid(p, device="cpu").min_mi,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        exact_pid(p, device="cuda").min_mi, exact_pid(p, device="cpu").min_mi, atol=1e-6
+    )
 
 
 def test_from_samples_and_grouped_counts() -> None:

@@ -32,7 +32,7 @@ def test_stacked_mlp_runs_each_lag_on_its_own_weights() -> None:
     x = torch.randn(3, 10, 4)
     full = net(x)
     for lag in range(3):
-        torch.testing.assert_close(net(x[lag:lag + 1], lag)[0], full[lag])
+        torch.testing.assert_close(net(x[lag : lag + 1], lag)[0], full[lag])
     full.sum().backward()  # gradients reach every lag's slice of every layer
     assert all(bool((p.grad.flatten(1).abs().sum(1) > 0).all()) for p in net.weights)
 
@@ -66,7 +66,9 @@ def test_stacked_gives_the_conditional_pid_with_context() -> None:
 def test_stacked_needs_equal_widths() -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 64)
-    bad = {0: LagSamples(rng.normal(size=(64, 2)), rng.normal(size=(64, 2)), y),
-           1: LagSamples(rng.normal(size=(64, 3)), rng.normal(size=(64, 2)), y)}
+    bad = {
+        0: LagSamples(rng.normal(size=(64, 2)), rng.normal(size=(64, 2)), y),
+        1: LagSamples(rng.normal(size=(64, 3)), rng.normal(size=(64, 2)), y),
+    }
     with pytest.raises(ValueError, match="same x1, x2 widths"):
         stacked_pid(bad, FAST)

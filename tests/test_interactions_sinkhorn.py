@@ -7,8 +7,9 @@ import torch
 from timoe.interactions.batch import _scale_probability, sinkhorn, sinkhorn_classes
 
 
-def _problem(b: int, n1: int, n2: int, scale: float, seed: int = 0,
-             dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _problem(
+    b: int, n1: int, n2: int, scale: float, seed: int = 0, dtype: torch.dtype = torch.float64
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     log_a = scale * torch.randn(b, n1, n2, generator=gen, dtype=dtype)
     r = torch.softmax(torch.randn(b, n1, generator=gen, dtype=dtype), 1)

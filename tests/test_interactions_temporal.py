@@ -98,8 +98,14 @@ def test_sequence_level_labels() -> None:
     label = rng.integers(0, 2, n)
     x[:, : steps // 2, 0] += 3.0 * label[:, None]  # the label shows in modality a's early steps only
     with pytest.warns(UserWarning, match="lagged_mi"):
-        df = compute_temporal_rus(x, None, {"a": [0], "b": [1]}, RusConfig(lags=[0, 5, 15]),
-                                  window_labels=label, sequence_level=True)
+        df = compute_temporal_rus(
+            x,
+            None,
+            {"a": [0], "b": [1]},
+            RusConfig(lags=[0, 5, 15]),
+            window_labels=label,
+            sequence_level=True,
+        )
     assert set(df["form"]) == {"lagged_mi"} and (df["n_samples"] == n).all()
     lag0 = df.row(0, named=True)
     assert max(COMPS, key=lambda c: lag0[c]) == "U1" and lag0["U1"] > 0.6
@@ -145,10 +151,16 @@ def test_past_horizon_1_reproduces_the_directed_form_before_the_option() -> None
     labels = task.step_labels.copy()
     labels[:, ::7] = -1
     before = {  # past_bins -> rows (lag 0, 1, 3) of R, U1, U2, S
-        0: [[0.0035119359, 0.3092559065, 0.0, 0.0073677183], [0.0013729309, 0.5608503576, 0.0, 0.0],
-            [0.0002690399, 0.002492806, 0.0013653251, 0.0044838231]],
-        3: [[0.0095952694, 0.3087128514, 0.0, 0.0162046309], [0.0081411079, 0.5511914581, 0.0, 0.0],
-            [0.0004749884, 0.0021001249, 0.0049056815, 0.0054420497]],
+        0: [
+            [0.0035119359, 0.3092559065, 0.0, 0.0073677183],
+            [0.0013729309, 0.5608503576, 0.0, 0.0],
+            [0.0002690399, 0.002492806, 0.0013653251, 0.0044838231],
+        ],
+        3: [
+            [0.0095952694, 0.3087128514, 0.0, 0.0162046309],
+            [0.0081411079, 0.5511914581, 0.0, 0.0],
+            [0.0004749884, 0.0021001249, 0.0049056815, 0.0054420497],
+        ],
     }
     for past_bins, rows in before.items():
         cfg = RusConfig(lags=[0, 1, 3], past_bins=past_bins, device="cpu")
@@ -156,13 +168,15 @@ def test_past_horizon_1_reproduces_the_directed_form_before_the_option() -> None
         df = compute_temporal_rus(task.x, labels, task.modalities, cfg)
         assert df["n_samples"].to_list() == [4080, 4080, 3960]
         np.testing.assert_allclose(df.select(COMPS).to_numpy(), rows, atol=1e-6)
-        explicit = compute_temporal_rus(task.x, labels, task.modalities,
-                                        cfg.model_copy(update={"past_horizon": 1}))
+        explicit = compute_temporal_rus(
+            task.x, labels, task.modalities, cfg.model_copy(update={"past_horizon": 1})
+        )
         assert df.drop("seconds").equals(explicit.drop("seconds"))
 
 
-def _sticky_leading_sensor(n: int, steps: int, lead: int, p_change: float, k: int = 4,
-                           seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _sticky_leading_sensor(
+    n: int, steps: int, lead: int, p_change: float, k: int = 4, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """A label that rarely changes per step, and a sensor that shows it `lead` steps early.
 
     Y: per window a Markov chain on k labels (uniform start, which is its stationary law) leaving

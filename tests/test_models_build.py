@@ -18,23 +18,49 @@ REGIME_CHANNELS = [5, 6]  # one-hot true regime, outside every modality (read by
 
 
 def small_cfg(**kw: object) -> ModelConfig:
-    base = dict(d_model=16, n_heads=2, d_ff=32, encoder_layers=1, n_layers=3, moe_layers=[0, 2],
-                n_experts=4, n_synergy_experts=1, top_k=2, dropout=0.1,
-                router={"token_dim": 8, "gru_dim": 8, "kv_dim": 4})
+    base = dict(
+        d_model=16,
+        n_heads=2,
+        d_ff=32,
+        encoder_layers=1,
+        n_layers=3,
+        moe_layers=[0, 2],
+        n_experts=4,
+        n_synergy_experts=1,
+        top_k=2,
+        dropout=0.1,
+        router={"token_dim": 8, "gru_dim": 8, "kv_dim": 4},
+    )
     base.update(kw)
     return ModelConfig.model_validate(base)
 
 
 def prior() -> RusPrior:
-    df = pl.DataFrame({"pair": ["acc|gyro"] * 3, "lag": [0, 2, 4], "R": [0.5, 0.05, 0.3],
-                       "U1": [0.9, 0.1, 0.6], "U2": [0.7, 0.2, 0.8], "S": [0.0, 0.4, 0.2]})
+    df = pl.DataFrame(
+        {
+            "pair": ["acc|gyro"] * 3,
+            "lag": [0, 2, 4],
+            "R": [0.5, 0.05, 0.3],
+            "U1": [0.9, 0.1, 0.6],
+            "U2": [0.7, 0.2, 0.8],
+            "S": [0.0, 0.4, 0.2],
+        }
+    )
     return RusPrior.from_table(df, ["acc", "gyro"], n_timesteps=T)
 
 
 def make(name: str, **kw: object) -> TimoeModel:
     torch.manual_seed(0)
-    return build_model(name, small_cfg(**kw), n_channels=C, n_timesteps=T, n_classes=N_CLASSES,
-                       modalities=MODALITIES, rus=prior(), regime=RegimeReader(REGIME_CHANNELS))
+    return build_model(
+        name,
+        small_cfg(**kw),
+        n_channels=C,
+        n_timesteps=T,
+        n_classes=N_CLASSES,
+        modalities=MODALITIES,
+        rus=prior(),
+        regime=RegimeReader(REGIME_CHANNELS),
+    )
 
 
 def batch() -> torch.Tensor:
@@ -61,8 +87,13 @@ def test_shapes_gradients_determinism(name: str) -> None:
     if name == "transformer":
         assert out.aux_loss.item() == 0.0 and out.routing is None
     else:
-        router_param = {"moe": "gate.weight", "fusemoe": "centres", "modality-moe": "gate.weight",
-                        "oracle": "regime_bias", "hash-moe": None}.get(name, "token.weight")
+        router_param = {
+            "moe": "gate.weight",
+            "fusemoe": "centres",
+            "modality-moe": "gate.weight",
+            "oracle": "regime_bias",
+            "hash-moe": None,
+        }.get(name, "token.weight")
         if router_param is not None:  # the hash router learns nothing
             assert grads[f"layers.0.mixer.router.{router_param}"] is not None
         assert out.routing is not None and out.routing.usage.shape == (2, 2, 4)
@@ -134,6 +165,7 @@ def test_routing_stats_merge_and_regime_usage_are_json_ready() -> None:
     pair = usage["pairs"]["acc|gyro"]
     assert [pair[k]["steps"] for k in ("redundancy", "synergy", "uniqueness")] == [10, 10, 10]
     assert pair["synergy"]["synergy_share"] == pytest.approx(
-        merged.usage_t[:, :, 2:, :1].sum().item() / merged.usage_t[:, :, 2:].sum().item(), rel=1e-5)
+        merged.usage_t[:, :, 2:, :1].sum().item() / merged.usage_t[:, :, 2:].sum().item(), rel=1e-5
+    )
     total = sum(usage["per_modality"][m]["assignments"] for m in MODALITIES)
     assert total == merged.usage.sum().item()

@@ -29,7 +29,8 @@ def test_mutual_information_and_effective_experts() -> None:
     assert effective_experts(torch.tensor([1.0, 1.0, 1.0, 1.0])) == pytest.approx(4.0)
     assert effective_experts(torch.tensor([7.0, 0.0, 0.0])) == pytest.approx(1.0)
     assert effective_experts(torch.tensor([1.0, 1.0, 2.0])) == pytest.approx(
-        math.exp(-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25))))
+        math.exp(-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25)))
+    )
 
 
 def test_topk_overlap() -> None:

@@ -22,8 +22,12 @@ from timoe.models import (
 LN2 = math.log(2.0)
 # JSD([0.5, 0.5], [0.9, 0.1]): midpoint [0.7, 0.3];
 # KL(p||m) = 0.5 ln(0.5/0.7) + 0.5 ln(0.5/0.3); KL(q||m) = 0.9 ln(0.9/0.7) + 0.1 ln(0.1/0.3)
-JSD_HALF_VS_NINE = 0.5 * (0.5 * math.log(0.5 / 0.7) + 0.5 * math.log(0.5 / 0.3)
-                          + 0.9 * math.log(0.9 / 0.7) + 0.1 * math.log(0.1 / 0.3))
+JSD_HALF_VS_NINE = 0.5 * (
+    0.5 * math.log(0.5 / 0.7)
+    + 0.5 * math.log(0.5 / 0.3)
+    + 0.9 * math.log(0.9 / 0.7)
+    + 0.1 * math.log(0.1 / 0.3)
+)
 
 
 def test_jsd_known_values() -> None:
@@ -40,8 +44,7 @@ def test_jsd_known_values() -> None:
 
 def probs_two_modalities() -> torch.Tensor:
     """[B=1, M=2, T=2, E=2]: t=0 modalities disagree fully, t=1 = (0.5,0.5) vs (0.9,0.1)."""
-    return torch.tensor([[[[1.0, 0.0], [0.5, 0.5]],
-                          [[0.0, 1.0], [0.9, 0.1]]]])
+    return torch.tensor([[[[1.0, 0.0], [0.5, 0.5]], [[0.0, 1.0], [0.9, 0.1]]]])
 
 
 def test_redundancy_and_uniqueness_masks() -> None:
@@ -58,8 +61,7 @@ def test_redundancy_and_uniqueness_masks() -> None:
 
 def test_synergy_loss() -> None:
     # E=2, expert 0 is the synergy expert; S above 0.1 at t=0 only.
-    probs = torch.tensor([[[[0.6, 0.4], [0.1, 0.9]],
-                           [[0.2, 0.8], [0.3, 0.7]]]])
+    probs = torch.tensor([[[[0.6, 0.4], [0.1, 0.9]], [[0.2, 0.8], [0.3, 0.7]]]])
     S = torch.zeros(2, 2, 2)
     S[0, 1] = S[1, 0] = torch.tensor([0.5, 0.05])
     # 1 - (0.6 + 0.2) / 2 = 0.6
@@ -92,11 +94,21 @@ def test_aux_losses_weights_and_layer_average() -> None:
     S = torch.zeros(2, 2, 2)
     U = torch.tensor([[0.6, 0.6], [0.2, 0.7]])
     rus = RusPrior(U, R, S)
-    cfg = LossConfig(lambda_r=2.0, lambda_u=3.0, lambda_s=5.0, lambda_load=0.5, lambda_z=0.0,
-                     weighting="hard",
-                     probs="router", tau_r=0.1, tau_u=0.5, tau_s=0.1)
-    total, parts = aux_losses([route, route], rus, cfg, n_synergy=1,
-                              active=["load", "redundancy", "uniqueness", "synergy"])
+    cfg = LossConfig(
+        lambda_r=2.0,
+        lambda_u=3.0,
+        lambda_s=5.0,
+        lambda_load=0.5,
+        lambda_z=0.0,
+        weighting="hard",
+        probs="router",
+        tau_r=0.1,
+        tau_u=0.5,
+        tau_s=0.1,
+    )
+    total, parts = aux_losses(
+        [route, route], rus, cfg, n_synergy=1, active=["load", "redundancy", "uniqueness", "synergy"]
+    )
     assert parts["redundancy"].item() == pytest.approx(LN2, abs=1e-6)
     assert parts["uniqueness"].item() == pytest.approx(-JSD_HALF_VS_NINE, abs=1e-6)
     assert parts["synergy"].item() == 0.0  # no S above threshold

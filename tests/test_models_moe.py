@@ -24,15 +24,24 @@ def random_prior(m: int, t: int, seed: int = 0) -> RusPrior:
     r = torch.rand(m, m, t, generator=g)
     s = torch.rand(m, m, t, generator=g)
     off = (1 - torch.eye(m))[:, :, None]
-    return RusPrior(torch.rand(m, t, generator=g), 0.5 * (r + r.transpose(0, 1)) * off,
-                    0.5 * (s + s.transpose(0, 1)) * off)
+    return RusPrior(
+        torch.rand(m, t, generator=g),
+        0.5 * (r + r.transpose(0, 1)) * off,
+        0.5 * (s + s.transpose(0, 1)) * off,
+    )
 
 
 def batch_context(m: int, t: int, b: int = B, seed: int = 0) -> RoutingContext:
     """A different random prior for every window of the batch."""
     priors = [random_prior(m, t, seed + i) for i in range(b)]
-    return RoutingContext(BatchPrior(torch.stack([p.U for p in priors]), torch.stack([p.R for p in priors]),
-                                     torch.stack([p.S for p in priors]), torch.arange(b)))
+    return RoutingContext(
+        BatchPrior(
+            torch.stack([p.U for p in priors]),
+            torch.stack([p.R for p in priors]),
+            torch.stack([p.S for p in priors]),
+            torch.arange(b),
+        )
+    )
 
 
 @pytest.mark.parametrize("kind", ["softmax", "laplace", "rus"])
@@ -80,9 +89,9 @@ def test_rus_router_conditions_each_window_on_its_own_prior(m: int) -> None:
     logits = router.compute_logits(x, ctx)
     # each window's logits equal those computed for that window alone (no mixing across the batch)
     for b in range(B):
-        one = [getattr(ctx.prior, k)[b:b + 1] for k in ("U", "R", "S", "context")]
+        one = [getattr(ctx.prior, k)[b : b + 1] for k in ("U", "R", "S", "context")]
         alone = RoutingContext(BatchPrior(*one))
-        assert torch.allclose(logits[b:b + 1], router.compute_logits(x[b:b + 1], alone), atol=1e-5)
+        assert torch.allclose(logits[b : b + 1], router.compute_logits(x[b : b + 1], alone), atol=1e-5)
     # identical tokens, different priors -> different routing logits: the prior is not a constant bias
     assert not torch.allclose(logits[0], logits[1], atol=1e-4)
     # Shorter inputs use the prior's first steps; longer ones are refused.
@@ -101,8 +110,13 @@ def naive_moe(layer: MoELayer, x: torch.Tensor) -> torch.Tensor:
     out = torch.zeros_like(x)
     for bi in range(b):
         for e in range(layer.n_experts):
-            routed = [(mi, ti, s) for mi in range(m) for ti in range(t) for s in range(K)
-                      if route.topk_idx[bi, mi, ti, s] == e]
+            routed = [
+                (mi, ti, s)
+                for mi in range(m)
+                for ti in range(t)
+                for s in range(K)
+                if route.topk_idx[bi, mi, ti, s] == e
+            ]
             if not routed:
                 continue
             if e < layer.n_synergy:
@@ -136,15 +150,26 @@ def test_synergy_expert_attends_within_sample_only() -> None:
     sample = torch.tensor([0, 0, 0, 2, 2, 5, 5])
     with torch.no_grad():
         together = expert(x, sample)
-        apart = torch.cat([expert(x[sample == s], torch.zeros(int((sample == s).sum()), dtype=torch.long))
-                           for s in (0, 2, 5)])
+        apart = torch.cat(
+            [
+                expert(x[sample == s], torch.zeros(int((sample == s).sum()), dtype=torch.long))
+                for s in (0, 2, 5)
+            ]
+        )
     assert torch.allclose(together, apart, atol=1e-5)
 
 
 def test_moe_layer_gradients_and_determinism() -> None:
     torch.manual_seed(0)
-    layer = MoELayer(D, 24, E, 2, n_heads=2, dropout=0.1,
-                     router=RusAwareRouter(D, E, K, M, token_dim=8, gru_dim=8, kv_dim=4))
+    layer = MoELayer(
+        D,
+        24,
+        E,
+        2,
+        n_heads=2,
+        dropout=0.1,
+        router=RusAwareRouter(D, E, K, M, token_dim=8, gru_dim=8, kv_dim=4),
+    )
     x = torch.randn(B, M, T, D, requires_grad=True)
     ctx = batch_context(M, T)
     torch.manual_seed(1)

@@ -39,8 +39,18 @@ def table(contexts: int = 1) -> pl.DataFrame:
     for k in range(contexts):
         for lag in LAGS:
             v = 10 * k + lag
-            rows.append({"context": k, "pair": "a|b", "lag": lag, "R": float(v), "U1": 0.5 * v,
-                         "U2": 0.25 * v, "S": float(100 + v), "total": 2.0 * v + 1})
+            rows.append(
+                {
+                    "context": k,
+                    "pair": "a|b",
+                    "lag": lag,
+                    "R": float(v),
+                    "U1": 0.5 * v,
+                    "U2": 0.25 * v,
+                    "S": float(100 + v),
+                    "total": 2.0 * v + 1,
+                }
+            )
     return pl.DataFrame(rows)
 
 
@@ -51,7 +61,7 @@ def test_patching_no_longer_averages_lags_before_mapping() -> None:
     per_step = R[0, 0, 1]  # [16] hold: step t -> largest lag <= t
     assert per_step.tolist() == [0, 1, 2, 2, 4, 4, 4, 4, 8, 8, 8, 8, 8, 8, 8, 8]
     assert pool_steps(per_step, 4).tolist() == pytest.approx([1.25, 4.0, 8.0, 8.0])
-    old = (table().with_columns(pl.col("lag") // 4).group_by("lag").agg(pl.col("R").mean()).sort("lag"))
+    old = table().with_columns(pl.col("lag") // 4).group_by("lag").agg(pl.col("R").mean()).sort("lag")
     assert old["R"].to_list()[0] == pytest.approx(1.0)  # the averaged value the old code produced
 
 
@@ -154,8 +164,9 @@ def test_rus_router_starts_with_token_dependent_logits_like_the_gates() -> None:
     tokens = torch.nn.functional.layer_norm(torch.randn(b, m, t, d), (d,))
     from timoe.models.prior import BatchPrior, RoutingContext
 
-    ctx_prior = BatchPrior(torch.rand(b, m, t), torch.rand(b, m, m, t), torch.rand(b, m, m, t),
-                           torch.zeros(b, dtype=torch.long))
+    ctx_prior = BatchPrior(
+        torch.rand(b, m, t), torch.rand(b, m, m, t), torch.rand(b, m, m, t), torch.zeros(b, dtype=torch.long)
+    )
 
     def token_std(logits: torch.Tensor) -> float:  # spread across tokens at a fixed (m, t)
         return float(logits.std(dim=0).mean())
@@ -167,11 +178,18 @@ def test_rus_router_starts_with_token_dependent_logits_like_the_gates() -> None:
 
 
 def test_random_routing_changes_choices_and_restores() -> None:
-    cfg = ModelConfig(d_model=16, n_heads=2, d_ff=32, n_layers=2, moe_layers=[0], n_experts=4,
-                      n_synergy_experts=1, top_k=2)
+    cfg = ModelConfig(
+        d_model=16, n_heads=2, d_ff=32, n_layers=2, moe_layers=[0], n_experts=4, n_synergy_experts=1, top_k=2
+    )
     torch.manual_seed(0)
-    inner = build_model("moe", cfg, n_channels=8, n_timesteps=4, n_classes=3,
-                        modalities=patched_modalities({"a": [0, 1], "b": [2, 3]}, 4, 2))
+    inner = build_model(
+        "moe",
+        cfg,
+        n_channels=8,
+        n_timesteps=4,
+        n_classes=3,
+        modalities=patched_modalities({"a": [0, 1], "b": [2, 3]}, 4, 2),
+    )
     model = Patched(inner, 2).eval()
     x = torch.randn(5, 8, 4)
     with torch.no_grad():

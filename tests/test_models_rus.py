@@ -11,15 +11,17 @@ from timoe.models import RusPrior, map_lags_to_steps
 
 def tiny_table() -> pl.DataFrame:
     # Three modalities; pair a|b at lags 0 and 2, pair c|a written "backwards" at lag 1 only.
-    return pl.DataFrame({
-        "pair": ["a|b", "a|b", "c|a"],
-        "lag": [0, 2, 1],
-        "R": [0.4, 0.2, 0.05],
-        "U1": [0.1, 0.7, 0.9],   # c|a: U1 belongs to c
-        "U2": [0.3, 0.0, 0.25],  # c|a: U2 belongs to a
-        "S": [0.0, 0.6, 0.15],
-        "total": [0.8, 1.5, 1.35],
-    })
+    return pl.DataFrame(
+        {
+            "pair": ["a|b", "a|b", "c|a"],
+            "lag": [0, 2, 1],
+            "R": [0.4, 0.2, 0.05],
+            "U1": [0.1, 0.7, 0.9],  # c|a: U1 belongs to c
+            "U2": [0.3, 0.0, 0.25],  # c|a: U2 belongs to a
+            "S": [0.0, 0.6, 0.15],
+            "total": [0.8, 1.5, 1.35],
+        }
+    )
 
 
 def test_hold_mapping_takes_largest_lag_not_after_step() -> None:
@@ -55,8 +57,16 @@ def test_interp_and_segments_mappings() -> None:
 
 
 def test_duplicate_rows_are_averaged_and_orientation_is_normalised() -> None:
-    df = pl.DataFrame({"pair": ["a|b", "b|a"], "lag": [0, 0], "R": [0.2, 0.4], "U1": [0.1, 0.5],
-                       "U2": [0.3, 0.7], "S": [0.0, 0.2]})
+    df = pl.DataFrame(
+        {
+            "pair": ["a|b", "b|a"],
+            "lag": [0, 0],
+            "R": [0.2, 0.4],
+            "U1": [0.1, 0.5],
+            "U2": [0.3, 0.7],
+            "S": [0.0, 0.2],
+        }
+    )
     rus = RusPrior.from_table(df, ["a", "b"], n_timesteps=2)
     assert rus.R[0, 1, 0].item() == pytest.approx(0.3)
     assert rus.S[0, 1, 0].item() == pytest.approx(0.1)
@@ -77,13 +87,16 @@ def test_bad_tables_raise() -> None:
 
 
 def test_shuffled_permutes_entries_reproducibly() -> None:
-    df = pl.DataFrame({
-        "pair": ["a|b"] * 4 + ["a|c"] * 4 + ["b|c"] * 4,
-        "lag": [0, 1, 2, 3] * 3,
-        "R": [0.1 * k for k in range(12)],
-        "U1": [0.0] * 12, "U2": [0.0] * 12,
-        "S": [1.0 + 0.1 * k for k in range(12)],
-    })
+    df = pl.DataFrame(
+        {
+            "pair": ["a|b"] * 4 + ["a|c"] * 4 + ["b|c"] * 4,
+            "lag": [0, 1, 2, 3] * 3,
+            "R": [0.1 * k for k in range(12)],
+            "U1": [0.0] * 12,
+            "U2": [0.0] * 12,
+            "S": [1.0 + 0.1 * k for k in range(12)],
+        }
+    )
     rus = RusPrior.from_table(df, ["a", "b", "c"], n_timesteps=4)
     s1 = rus.shuffled(torch.Generator().manual_seed(0))
     s2 = rus.shuffled(torch.Generator().manual_seed(0))

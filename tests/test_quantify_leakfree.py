@@ -39,8 +39,9 @@ def _scramble(data_dir: Path, seed: int, split_is_train: bool = False) -> None:
     steps = [list(s) for s in df["step_labels"].to_list()]
     for i in np.flatnonzero(held):
         steps[i] = [int(labels[i])] * len(steps[i])
-    df = df.with_columns(pl.Series("label", labels, dtype=pl.Int32),
-                         pl.Series("step_labels", steps, dtype=pl.List(pl.Int32)))
+    df = df.with_columns(
+        pl.Series("label", labels, dtype=pl.Int32), pl.Series("step_labels", steps, dtype=pl.List(pl.Int32))
+    )
     df.write_parquet(path)
 
 
@@ -136,8 +137,9 @@ def test_context_with_too_few_samples_is_an_error(smoke_params):
     labels = rng.integers(0, 2, 40)
     steps = np.repeat(labels[:, None], 20, axis=1)
     ids = np.where(np.arange(40) < 35, 0, 1)  # context 1: 5 windows × (20 − lag) steps
-    rc = smoke_params.rus.model_copy(update={"lags": [0, 2], "form": "lagged_mi", "min_context_samples": 95,
-                                             "device": "cpu"})
+    rc = smoke_params.rus.model_copy(
+        update={"lags": [0, 2], "form": "lagged_mi", "min_context_samples": 95, "device": "cpu"}
+    )
     mods = {"a": [0], "b": [1]}
     with pytest.raises(ValueError, match=r"ctx1 \(5 training windows\).*lag 2: 90"):
         rus_by_context(x, steps, labels, ids, ["ctx0", "ctx1"], mods, rc, seed=0)

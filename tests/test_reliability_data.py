@@ -52,11 +52,19 @@ def _toy(cfg: DataConfig) -> WindowedDataset:
     subject = np.repeat(np.arange(6), 2).astype(np.int32)
     label = (np.arange(n) % 2).astype(np.int32)
     return WindowedDataset(
-        name="toy", x=rng.normal(size=(n, t, 3)).astype(np.float32), label=label,
-        step_labels=np.repeat(label[:, None], t, axis=1), subject=subject, recording=subject.copy(),
-        start=np.tile([0, 5], 6).astype(np.int32), split=np.array(["train"] * 8 + ["val"] * 2 + ["test"] * 2),
-        channels=["a", "b", "c"], modalities={"m1": [0, 1], "m2": [2]}, classes=["neg", "pos"],
-        sources={"toy": "0" * 64}, config={"seed": cfg.seed},
+        name="toy",
+        x=rng.normal(size=(n, t, 3)).astype(np.float32),
+        label=label,
+        step_labels=np.repeat(label[:, None], t, axis=1),
+        subject=subject,
+        recording=subject.copy(),
+        start=np.tile([0, 5], 6).astype(np.int32),
+        split=np.array(["train"] * 8 + ["val"] * 2 + ["test"] * 2),
+        channels=["a", "b", "c"],
+        modalities={"m1": [0, 1], "m2": [2]},
+        classes=["neg", "pos"],
+        sources={"toy": "0" * 64},
+        config={"seed": cfg.seed},
     )
 
 
@@ -127,8 +135,21 @@ def run_cli(*args: str) -> tuple[int, str]:
 
 
 def train_args() -> list[str]:
-    return ["train", "--dataset", "basicmotions", "--model", "transformer", "--seed", "0",
-            "--data", "prepared", "--out", "model", "-p", "params.yaml"]
+    return [
+        "train",
+        "--dataset",
+        "basicmotions",
+        "--model",
+        "transformer",
+        "--seed",
+        "0",
+        "--data",
+        "prepared",
+        "--out",
+        "model",
+        "-p",
+        "params.yaml",
+    ]
 
 
 @pytest.mark.parametrize(("mutate", "fragment"), [c[1:] for c in PREPARED], ids=[c[0] for c in PREPARED])
@@ -153,11 +174,13 @@ SPEC: dict[str, Any] = {
 
 def _frame(n: int = 10) -> pl.DataFrame:
     rng = np.random.default_rng(0)
-    return pl.DataFrame({
-        "subject": np.arange(n) % 5,
-        "label": ["rest", "move"] * (n // 2),
-        "x": pl.Series(rng.normal(size=(n, 12)).astype(np.float32)).cast(pl.List(pl.Float32)),
-    })
+    return pl.DataFrame(
+        {
+            "subject": np.arange(n) % 5,
+            "label": ["rest", "move"] * (n // 2),
+            "x": pl.Series(rng.normal(size=(n, 12)).astype(np.float32)).cast(pl.List(pl.Float32)),
+        }
+    )
 
 
 def spec(**changes: Any) -> Callable[[dict[str, Any], pl.DataFrame], tuple[Any, pl.DataFrame]]:
@@ -189,10 +212,16 @@ SOURCE: list[tuple[str, Callable[..., Any], str]] = [
     ("spec-modalities-list", spec(modalities=[[0, 1], [2]]), "dataset.json: modalities"),
     ("spec-modalities-empty", spec(modalities={}), "dataset.json: modalities"),
     ("spec-modality-out-of-range", spec(modalities={"left": [0, 1], "right": [3]}), "modalities"),
-    ("spec-modality-string-indices", spec(modalities={"left": ["0", "1"], "right": ["2"]}),
-     "dataset.json: modalities"),
-    ("spec-modality-float-indices", spec(modalities={"left": [0.5, 1], "right": [2]}),
-     "dataset.json: modalities"),
+    (
+        "spec-modality-string-indices",
+        spec(modalities={"left": ["0", "1"], "right": ["2"]}),
+        "dataset.json: modalities",
+    ),
+    (
+        "spec-modality-float-indices",
+        spec(modalities={"left": [0.5, 1], "right": [2]}),
+        "dataset.json: modalities",
+    ),
     ("spec-modality-misses-channel", spec(modalities={"left": [0], "right": [2]}), "modalities"),
     ("spec-modality-overlap", spec(modalities={"left": [0, 1], "right": [1, 2]}), "modalities"),
     ("spec-n-timesteps-string", spec(n_timesteps="4"), "dataset.json: n_timesteps"),
@@ -200,8 +229,11 @@ SOURCE: list[tuple[str, Callable[..., Any], str]] = [
     ("source-nan-in-x", frame(_x_with(float("nan"))), "windows.parquet"),
     ("source-inf-in-x", frame(_x_with(float("-inf"))), "windows.parquet"),
     ("source-subject-in-two-splits", frame(_split_sharing_subject), "subject"),
-    ("source-label-out-of-range", frame(lambda f: f.with_columns(pl.Series("label", [0, 5] * 5))),
-     "windows.parquet"),
+    (
+        "source-label-out-of-range",
+        frame(lambda f: f.with_columns(pl.Series("label", [0, 5] * 5))),
+        "windows.parquet",
+    ),
 ]
 
 

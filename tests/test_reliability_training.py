@@ -28,8 +28,9 @@ from timoe.training.patching import Patched, patched_modalities
 from timoe.training.seeding import seed_everything
 
 CFG = ModelConfig(d_model=8, n_heads=2, d_ff=16, n_layers=1, moe_layers=[0], encoder_layers=1)
-SETTINGS = LoopSettings(epochs=2, batch_size=8, lr=3e-3, weight_decay=0.0, grad_clip=1.0,
-                        warmup_epochs=1, patience=10, seed=3)
+SETTINGS = LoopSettings(
+    epochs=2, batch_size=8, lr=3e-3, weight_decay=0.0, grad_clip=1.0, warmup_epochs=1, patience=10, seed=3
+)
 CPU = torch.device("cpu")
 
 
@@ -42,8 +43,14 @@ def _data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 def _model(name: str = "transformer") -> nn.Module:
     seed_everything(0)
-    inner = build_model(name, CFG, n_channels=8, n_timesteps=4, n_classes=2,
-                        modalities=patched_modalities({"a": [0, 1], "b": [2, 3]}, 4, 2))
+    inner = build_model(
+        name,
+        CFG,
+        n_channels=8,
+        n_timesteps=4,
+        n_classes=2,
+        modalities=patched_modalities({"a": [0, 1], "b": [2, 3]}, 4, 2),
+    )
     return Patched(inner, 2)
 
 
@@ -61,8 +68,11 @@ class Poisoned(nn.Module):
         if self.field == "logits":
             return dataclasses.replace(out, logits=out.logits * self.value)
         if self.field == "aux_loss":
-            return dataclasses.replace(out, aux_loss=out.aux_loss + self.value,
-                                       aux_parts={**out.aux_parts, "load": torch.tensor(self.value)})
+            return dataclasses.replace(
+                out,
+                aux_loss=out.aux_loss + self.value,
+                aux_parts={**out.aux_parts, "load": torch.tensor(self.value)},
+            )
         raise ValueError(self.field)
 
 
@@ -70,10 +80,16 @@ NONFINITE: list[tuple[str, Callable[[], nn.Module], str]] = [
     ("nan-logits", lambda: Poisoned(_model(), "logits"), "non-finite training loss at epoch 1, step 0"),
     ("inf-logits", lambda: Poisoned(_model(), "logits", value=float("inf")), "non-finite training loss"),
     ("nan-aux-loss", lambda: Poisoned(_model(), "aux_loss"), "aux_load"),
-    ("inf-aux-loss-moe", lambda: Poisoned(_model("moe"), "aux_loss", value=float("inf")),
-     "check model.losses.*"),
-    ("nan-validation-output", lambda: Poisoned(_model(), "logits", when="eval"),
-     "non-finite validation output at epoch 1"),
+    (
+        "inf-aux-loss-moe",
+        lambda: Poisoned(_model("moe"), "aux_loss", value=float("inf")),
+        "check model.losses.*",
+    ),
+    (
+        "nan-validation-output",
+        lambda: Poisoned(_model(), "logits", when="eval"),
+        "non-finite validation output at epoch 1",
+    ),
 ]
 
 
@@ -113,10 +129,12 @@ CLI_NONFINITE: list[tuple[str, str, str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("huge", "override", "fragment"), [c[1:] for c in CLI_NONFINITE],
-                         ids=[c[0] for c in CLI_NONFINITE])
-def test_non_finite_runs_fail_the_train_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, huge: str,
-                                                override: str, fragment: str) -> None:
+@pytest.mark.parametrize(
+    ("huge", "override", "fragment"), [c[1:] for c in CLI_NONFINITE], ids=[c[0] for c in CLI_NONFINITE]
+)
+def test_non_finite_runs_fail_the_train_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, huge: str, override: str, fragment: str
+) -> None:
     """Exit 2 and no train output; where the NaN only shows in training, the run is marked failed."""
     prepared_toy(tmp_path, monkeypatch, huge=huge)
     (tmp_path / "over.yaml").write_text(override)
@@ -138,8 +156,21 @@ def test_non_finite_trial_fails_the_sweep(tmp_path: Path, monkeypatch: pytest.Mo
     """A sweep trial trains through the same loop: its NaN fails the trial and the command."""
     prepared_toy(tmp_path, monkeypatch, huge="all")
     (tmp_path / "over.yaml").write_text("sweep: {n_trials: 1, epochs: 1, pruning: false}\n")
-    code, output = run_cli("sweep", "--dataset", "basicmotions", "--model", "transformer",
-                           "--data", "prepared", "--out", "sw", "-p", "params.yaml", "-p", "over.yaml")
+    code, output = run_cli(
+        "sweep",
+        "--dataset",
+        "basicmotions",
+        "--model",
+        "transformer",
+        "--data",
+        "prepared",
+        "--out",
+        "sw",
+        "-p",
+        "params.yaml",
+        "-p",
+        "over.yaml",
+    )
     assert code == 2, output
     assert "non-finite training loss at epoch 1, step 0" in output and "Traceback" not in output
     assert not (tmp_path / "sw").exists()  # no best_params.json for a study whose trial went NaN

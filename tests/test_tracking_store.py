@@ -25,8 +25,13 @@ JOB = textwrap.dedent(
 def test_parallel_jobs_on_a_fresh_sqlite_store(tmp_path):
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     procs = [
-        subprocess.Popen([sys.executable, "-c", JOB, uri, str(tmp_path / f"job{i}")], cwd=tmp_path,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", JOB, uri, str(tmp_path / f"job{i}")],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(4)
     ]
     results = [(p.wait(timeout=300), *p.communicate()) for p in procs]

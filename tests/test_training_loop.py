@@ -25,13 +25,20 @@ def _data(seed: int = 0):
 
 def _model(name: str = "transformer"):
     seed_everything(0)
-    inner = build_model(name, CFG, n_channels=8, n_timesteps=8, n_classes=2,
-                        modalities=patched_modalities({"a": [0, 1], "b": [2, 3]}, 4, 2))
+    inner = build_model(
+        name,
+        CFG,
+        n_channels=8,
+        n_timesteps=8,
+        n_classes=2,
+        modalities=patched_modalities({"a": [0, 1], "b": [2, 3]}, 4, 2),
+    )
     return Patched(inner, 2)
 
 
-SETTINGS = LoopSettings(epochs=4, batch_size=8, lr=3e-3, weight_decay=0.0, grad_clip=1.0,
-                        warmup_epochs=1, patience=10, seed=3)
+SETTINGS = LoopSettings(
+    epochs=4, batch_size=8, lr=3e-3, weight_decay=0.0, grad_clip=1.0, warmup_epochs=1, patience=10, seed=3
+)
 
 
 def _run(ckpt=None, stop_after=None):
@@ -42,8 +49,19 @@ def _run(ckpt=None, stop_after=None):
         if stop_after is not None and epoch == stop_after:
             raise KeyboardInterrupt  # stands in for a kill after the checkpoint was written
 
-    result = train(model, xt, yt, xv, yv, 2, SETTINGS, torch.device("cpu"), checkpoint=ckpt,
-                   checkpoint_key="k", on_epoch=stop)
+    result = train(
+        model,
+        xt,
+        yt,
+        xv,
+        yv,
+        2,
+        SETTINGS,
+        torch.device("cpu"),
+        checkpoint=ckpt,
+        checkpoint_key="k",
+        on_epoch=stop,
+    )
     return model, result
 
 
@@ -73,8 +91,9 @@ def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         _run(ckpt, stop_after=0)
     xt, yt, xv, yv = _data()
-    result = train(_model(), xt, yt, xv, yv, 2, SETTINGS, torch.device("cpu"), checkpoint=ckpt,
-                   checkpoint_key="other")
+    result = train(
+        _model(), xt, yt, xv, yv, 2, SETTINGS, torch.device("cpu"), checkpoint=ckpt, checkpoint_key="other"
+    )
     assert result.resumed_from_epoch is None
     assert len(result.history) == SETTINGS.epochs
 
@@ -92,10 +111,17 @@ def test_patching_keeps_modalities_apart():
 def test_moe_epochs_log_expert_load_and_routing_entropy():
     xt, yt, xv, yv = _data()
     seed_everything(0)
-    inner = build_model("moe", CFG, n_channels=8, n_timesteps=8, n_classes=2,
-                        modalities=patched_modalities({"a": [0, 1], "b": [2, 3]}, 4, 2))
-    settings = LoopSettings(epochs=1, batch_size=8, lr=1e-3, weight_decay=0.0, grad_clip=1.0,
-                            warmup_epochs=0, patience=2, seed=0)
+    inner = build_model(
+        "moe",
+        CFG,
+        n_channels=8,
+        n_timesteps=8,
+        n_classes=2,
+        modalities=patched_modalities({"a": [0, 1], "b": [2, 3]}, 4, 2),
+    )
+    settings = LoopSettings(
+        epochs=1, batch_size=8, lr=1e-3, weight_decay=0.0, grad_clip=1.0, warmup_epochs=0, patience=2, seed=0
+    )
     hist = train(Patched(inner, 2), xt, yt, xv, yv, 2, settings, torch.device("cpu")).history[0]
     assert 0.0 <= hist["train_expert_load_cv"] < 3.0
     assert 1 / CFG.n_experts <= hist["train_expert_load_max"] <= 1.0
@@ -103,9 +129,20 @@ def test_moe_epochs_log_expert_load_and_routing_entropy():
     assert "train_aux_load" in hist
 
 
-AUGMENTED = LoopSettings(epochs=4, batch_size=8, lr=3e-3, weight_decay=0.0, grad_clip=1.0, warmup_epochs=1,
-                         patience=10, seed=3, label_smoothing=0.1, augment_scale=0.1, augment_jitter=0.05,
-                         augment_shift=3)
+AUGMENTED = LoopSettings(
+    epochs=4,
+    batch_size=8,
+    lr=3e-3,
+    weight_decay=0.0,
+    grad_clip=1.0,
+    warmup_epochs=1,
+    patience=10,
+    seed=3,
+    label_smoothing=0.1,
+    augment_scale=0.1,
+    augment_jitter=0.05,
+    augment_shift=3,
+)
 
 
 def _run_augmented(ckpt=None, stop_after=None, settings=AUGMENTED):
@@ -116,8 +153,19 @@ def _run_augmented(ckpt=None, stop_after=None, settings=AUGMENTED):
         if stop_after is not None and epoch == stop_after:
             raise KeyboardInterrupt
 
-    return train(model, xt, yt, xv, yv, 2, settings, torch.device("cpu"), checkpoint=ckpt,
-                 checkpoint_key="k", on_epoch=stop)
+    return train(
+        model,
+        xt,
+        yt,
+        xv,
+        yv,
+        2,
+        settings,
+        torch.device("cpu"),
+        checkpoint=ckpt,
+        checkpoint_key="k",
+        on_epoch=stop,
+    )
 
 
 def test_augmentation_is_deterministic_resumable_and_changes_training(tmp_path):
@@ -135,8 +183,9 @@ def test_augment_batch_parts():
     from timoe.training.loop import augment_batch
 
     x = torch.arange(2 * 6 * 3, dtype=torch.float32).view(2, 6, 3)
-    base = dict(epochs=1, batch_size=2, lr=1e-3, weight_decay=0.0, grad_clip=1.0, warmup_epochs=0, patience=1,
-                seed=0)
+    base = dict(
+        epochs=1, batch_size=2, lr=1e-3, weight_decay=0.0, grad_clip=1.0, warmup_epochs=0, patience=1, seed=0
+    )
     only_shift = LoopSettings(**base, augment_shift=2)
     out, shifts = augment_batch(x, only_shift, torch.Generator().manual_seed(0))
     assert shifts is not None
@@ -159,12 +208,27 @@ def test_epoch_routing_diagnostics_with_regime():
     xt, yt, xv, yv = _data()
     xt[:, :, 3] = (np.arange(32) % 2)[:, None]  # channel 3 stands in for a one-hot regime pair
     xt[:, :, 2] = 1.0 - xt[:, :, 3]
-    settings = LoopSettings(epochs=2, batch_size=8, lr=3e-3, weight_decay=0.0, grad_clip=1.0, warmup_epochs=0,
-                            patience=10, seed=3, regime_channels=(2, 3))
+    settings = LoopSettings(
+        epochs=2,
+        batch_size=8,
+        lr=3e-3,
+        weight_decay=0.0,
+        grad_clip=1.0,
+        warmup_epochs=0,
+        patience=10,
+        seed=3,
+        regime_channels=(2, 3),
+    )
     history = train(_model("moe"), xt, yt, xv, yv, 2, settings, torch.device("cpu")).history
     for h in history:
-        assert {"train_n_eff_l0", "train_mi_expert_class_l0", "train_topk_overlap_l0",
-                "train_synergy_share_l0", "train_mi_expert_regime_l0", "val_random_routing_drop"} <= set(h)
+        assert {
+            "train_n_eff_l0",
+            "train_mi_expert_class_l0",
+            "train_topk_overlap_l0",
+            "train_synergy_share_l0",
+            "train_mi_expert_regime_l0",
+            "val_random_routing_drop",
+        } <= set(h)
         assert 1.0 <= h["train_n_eff_l0"] <= CFG.n_experts
         assert h["train_mi_expert_regime_l0"] >= 0.0
     dense = train(_model(), xt, yt, xv, yv, 2, settings, torch.device("cpu")).history[0]

@@ -131,22 +131,31 @@ class SyntheticRegimesConfig(_Strict):
     windows_per_subject: int = Field(50, ge=1, le=100_000, description="windows of one synthetic subject")
     window: int = Field(32, ge=8, le=2048, description="steps per window")
     n_modalities: int = Field(3, ge=2, le=4)
-    hold: int = Field(32, ge=1, le=2048,
-                      description="steps each latent bit is held; 1: i.i.d.; = window: one bit per window")
+    hold: int = Field(
+        32,
+        ge=1,
+        le=2048,
+        description="steps each latent bit is held; 1: i.i.d.; = window: one bit per window",
+    )
     signal_channels: int = Field(2, ge=2, le=4, description="channels carrying a modality's bit")
     regimes: list[str] = Field(
-        default_factory=lambda: ["unique(m0)", "redundant(m1,m2)", "xor(m0,m1)", "unique(m2)+xor(m0,m1)"])
+        default_factory=lambda: ["unique(m0)", "redundant(m1,m2)", "xor(m0,m1)", "unique(m2)+xor(m0,m1)"]
+    )
     lags: list[int] = Field(default_factory=lambda: [1, 2, 3, 1], description="lag of each regime, in steps")
     mix: list[float] | None = Field(None, description="relative share of each regime; None: equal")
     noise: float = Field(0.3, ge=0.0, le=10.0, description="Gaussian noise std on the signal channels")
     distractor: float = Field(1.0, ge=0.0, le=10.0, description="amplitude of the distractor channels")
     context_strength: float = Field(0.6, gt=0.0, le=10.0, description="regime offset/scale of the context")
-    context_offset: float = Field(0.0, ge=0.0, le=1.0,
-                                  description="weight of the context mean cue (0: regime in stds only)")
-    signal_context: float = Field(0.25, ge=0.0, le=2.0,
-                                  description="regime cue in the signal noise: std noise·exp(this·sin φ)")
-    truth_lags: list[int] = Field(default_factory=lambda: [0, 1, 2, 4, 8, 16],
-                                  description="lags of the ground-truth table (the regime lags are added)")
+    context_offset: float = Field(
+        0.0, ge=0.0, le=1.0, description="weight of the context mean cue (0: regime in stds only)"
+    )
+    signal_context: float = Field(
+        0.25, ge=0.0, le=2.0, description="regime cue in the signal noise: std noise·exp(this·sin φ)"
+    )
+    truth_lags: list[int] = Field(
+        default_factory=lambda: [0, 1, 2, 4, 8, 16],
+        description="lags of the ground-truth table (the regime lags are added)",
+    )
 
     def parsed_regimes(self) -> list[list[tuple[str, tuple[int, ...]]]]:
         """Each regime as its terms [(kind, modality indices)], e.g. [("xor", (0, 1))]."""
@@ -159,12 +168,14 @@ class SyntheticRegimesConfig(_Strict):
             for term in spec.replace(" ", "").split("+"):
                 match = re.fullmatch(r"([a-z]+)\(([^()]*)\)", term)
                 if match is None or match.group(1) not in kinds:
-                    raise ValueError(f"regime {spec!r}: term {term!r} is not kind(m<i>,...) with kind "
-                                     f"in {sorted(kinds)}")
+                    raise ValueError(
+                        f"regime {spec!r}: term {term!r} is not kind(m<i>,...) with kind in {sorted(kinds)}"
+                    )
                 kind, names = match.group(1), match.group(2).split(",")
                 if any(re.fullmatch(r"m\d+", n) is None or int(n[1:]) >= self.n_modalities for n in names):
-                    raise ValueError(f"regime {spec!r}: modalities {names} are not among "
-                                     f"m0..m{self.n_modalities - 1}")
+                    raise ValueError(
+                        f"regime {spec!r}: modalities {names} are not among m0..m{self.n_modalities - 1}"
+                    )
                 mods = tuple(int(n[1:]) for n in names)
                 if len(mods) != kinds[kind] or len(set(mods)) != len(mods):
                     raise ValueError(f"regime {spec!r}: {kind} needs {kinds[kind]} distinct modalities")
@@ -186,15 +197,17 @@ class SyntheticRegimesConfig(_Strict):
             raise ValueError(f"lags {bad} outside 0..window-1 ({self.window - 1})")
         if len(set(zip(self.regimes, self.lags, strict=True))) != len(self.regimes):
             raise ValueError("a regime (with its lag) is listed twice")
-        if self.mix is not None and (len(self.mix) != len(self.regimes) or min(self.mix) < 0
-                                     or sum(self.mix) <= 0):
+        if self.mix is not None and (
+            len(self.mix) != len(self.regimes) or min(self.mix) < 0 or sum(self.mix) <= 0
+        ):
             raise ValueError("mix needs one non-negative share per regime, not all zero")
         return self
 
 
 class DataConfig(_Strict):
     datasets: list[Literal[DATASET_NAMES]] = Field(  # type: ignore[valid-type]  # names from one tuple
-        default_factory=lambda: ["hapt", "basicmotions"])
+        default_factory=lambda: ["hapt", "basicmotions"]
+    )
     seed: int = Field(0, ge=0, lt=SEED_LIMIT)
     hapt: HaptConfig = HaptConfig()
     basicmotions: BasicMotionsConfig = BasicMotionsConfig()
@@ -241,7 +254,8 @@ class RusConfig(_Strict):
     # NOT the textbook DI(tau); it is a PID conditioned on an older past.  It matters where labels
     # rarely change per step (HAPT: H(Y_t | Y_{t-1}) ~ 0.01 bits bounds every h = 1 term).
     past_horizon: int = Field(
-        1, ge=1,
+        1,
+        ge=1,
         description="form=directed: condition on the target's past summary at t - h; 1 = Y_{t-1} "
         "(directed information); h > 1 = Y_{t-h} (and its dwell bin at t-h), a conditioned PID on an "
         "older past, not DI(tau); needs windows longer than h",
@@ -256,11 +270,14 @@ class RusConfig(_Strict):
     scope: Literal["dataset", "subject", "context"] = "context"
     n_contexts: int = Field(4, ge=1, le=64, description="clusters for scope=context")
     min_context_windows: int = Field(
-        50, ge=1, description="scope=context: K is reduced until every cluster keeps this many training "
-        "windows; scope=subject: a smaller training subject is an error"
+        50,
+        ge=1,
+        description="scope=context: K is reduced until every cluster keeps this many training "
+        "windows; scope=subject: a smaller training subject is an error",
     )
     min_context_samples: int = Field(
-        1000, ge=1,
+        1000,
+        ge=1,
         description="fewest (X1, X2, Y) samples a context's RUS at one lag may rest on; fewer is an error",
     )
 
@@ -325,8 +342,9 @@ class ModelConfig(_Strict):
     top_k: int = Field(2, ge=1, le=256)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     rus_mapping: Literal["hold", "interp", "segments", "end"] = Field(
-        "end", description="how RUS over lags become per-step priors (see timoe.models.rus); 'end' for "
-        "one label per window at its last step"
+        "end",
+        description="how RUS over lags become per-step priors (see timoe.models.rus); 'end' for "
+        "one label per window at its last step",
     )
     router: RouterConfig = RouterConfig()
     losses: LossConfig = LossConfig()
@@ -516,8 +534,9 @@ class Params(_Strict):
             if long:
                 raise ValueError(f"rus.lags {long} are not shorter than {key} ({window} steps)")
             if self.rus.form == "directed" and self.rus.past_horizon >= window:
-                raise ValueError(f"rus.past_horizon {self.rus.past_horizon} is not shorter than {key} "
-                                 f"({window} steps)")
+                raise ValueError(
+                    f"rus.past_horizon {self.rus.past_horizon} is not shorter than {key} ({window} steps)"
+                )
         return self
 
     @model_validator(mode="after")

@@ -150,8 +150,12 @@ def configure_dvc_remote(remote: str, root: Path) -> str:
     url = remote if is_url else str(Path(remote).expanduser().resolve())
     if not is_url:
         Path(url).mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["dvc", "remote", "add", "--local", "-f", "-d", "default", url], cwd=root,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["dvc", "remote", "add", "--local", "-f", "-d", "default", url],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         raise ConfigError(f"could not configure the DVC remote {url}: {result.stderr.strip()}")
     return url

@@ -139,7 +139,9 @@ class WindowedDataset:
             raise ValueError(f"{self.name}: unknown split name(s) {sorted(bad)}")
         shared = shared_subjects(self.subject, self.split) if n else []
         if shared:
-            raise ValueError(f"{self.name}: subject(s) {shared[:10]} have windows in more than one split; "
-                             "splits must be by subject")
+            raise ValueError(
+                f"{self.name}: subject(s) {shared[:10]} have windows in more than one split; "
+                "splits must be by subject"
+            )
         if n and (self.label.min() < 0 or self.label.max() >= len(self.classes)):
             raise ValueError(f"{self.name}: window labels outside 0..{len(self.classes) - 1}")

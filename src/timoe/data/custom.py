@@ -99,8 +99,10 @@ def build(
     x = _lists(frame, "x", t * c, parquet).astype(np.float32).reshape(n, t, c)
     bad = ~np.isfinite(x).all(axis=(1, 2))
     if bad.any():
-        raise DataFormatError(f"{parquet}: column x holds NaN or inf in {int(bad.sum())} window(s) (rows "
-                              f"{np.flatnonzero(bad)[:5].tolist()}); timoe does not impute")
+        raise DataFormatError(
+            f"{parquet}: column x holds NaN or inf in {int(bad.sum())} window(s) (rows "
+            f"{np.flatnonzero(bad)[:5].tolist()}); timoe does not impute"
+        )
     raw = _column(frame, "label", parquet)
     if raw.dtype.kind in "OUS":
         unknown = sorted(set(raw.tolist()) - set(classes))

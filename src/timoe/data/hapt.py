@@ -232,11 +232,16 @@ def modality_layout(names: Sequence[str]) -> tuple[list[str], dict[str, list[int
     return channels, {n: [3 * i + k for k in range(3)] for i, n in enumerate(names)}
 
 
-def select_modalities(recordings: Sequence[Recording], names: Sequence[str],
-                      cutoff_hz: float = 0.3) -> list[Recording]:
+def select_modalities(
+    recordings: Sequence[Recording], names: Sequence[str], cutoff_hz: float = 0.3
+) -> list[Recording]:
     """Recordings whose x holds the selected modalities (see `modality_signals`), labels as-is."""
-    return [Recording(subject=r.subject, index=r.index, x=modality_signals(r.x, names, cutoff_hz),
-                      labels=r.labels) for r in recordings]
+    return [
+        Recording(
+            subject=r.subject, index=r.index, x=modality_signals(r.x, names, cutoff_hz), labels=r.labels
+        )
+        for r in recordings
+    ]
 
 
 def build(cfg: DataConfig) -> WindowedDataset:
@@ -254,8 +259,12 @@ def build(cfg: DataConfig) -> WindowedDataset:
         label_names=LABEL_NAMES,
         sources={f"{PACKAGE}/{RESOURCE}": sha256_file(path)},
         sample_rate_hz=SAMPLE_RATE_HZ,
-        extra={"package": REQUIREMENT, "windows": hc.windows, "window_label": "last step",
-               **({"filters": _filter_notes(hc.gravity_cutoff_hz)} if derived else {})},
+        extra={
+            "package": REQUIREMENT,
+            "windows": hc.windows,
+            "window_label": "last step",
+            **({"filters": _filter_notes(hc.gravity_cutoff_hz)} if derived else {}),
+        },
     )
     return from_recordings(
         rs,
@@ -274,7 +283,7 @@ def _filter_notes(cutoff_hz: float) -> dict[str, Any]:
     """How body and gravity were made, for meta.json."""
     return {
         "denoise": f"median {MEDIAN_KERNEL} samples, Butterworth order {FILTER_ORDER} low-pass "
-                   f"{NOISE_CUTOFF_HZ} Hz",
+        f"{NOISE_CUTOFF_HZ} Hz",
         "gravity": f"Butterworth order {FILTER_ORDER} low-pass {cutoff_hz} Hz of denoised acc",
         "body": "denoised acc - gravity",
         "zero_phase": True,

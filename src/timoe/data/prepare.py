@@ -56,8 +56,10 @@ def build_checked(name: str, data_cfg: DataConfig) -> WindowedDataset:
     ds = get_dataset(name)(data_cfg)
     bad = ~np.isfinite(ds.x).all(axis=(1, 2))
     if bad.any():
-        raise DataFormatError(f"{name}: the source holds NaN or inf values in {int(bad.sum())} window(s), "
-                              "which prepare does not impute")
+        raise DataFormatError(
+            f"{name}: the source holds NaN or inf values in {int(bad.sum())} window(s), "
+            "which prepare does not impute"
+        )
     absent = [c for i, c in enumerate(ds.classes) if not np.any(ds.label[ds.split == "train"] == i)]
     if absent:
         # a warning, not an error: a smoke-run subset may lack a class; its test windows then

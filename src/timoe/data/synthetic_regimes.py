@@ -107,8 +107,9 @@ def _block(u: np.ndarray, cfg: SyntheticRegimesConfig) -> np.ndarray:
     return np.floor_divide(u - cfg.window, cfg.hold)
 
 
-def _balanced_bits(split: np.ndarray, regime: np.ndarray, n_blocks: int, m: int,
-                   rng: np.random.Generator) -> np.ndarray:
+def _balanced_bits(
+    split: np.ndarray, regime: np.ndarray, n_blocks: int, m: int, rng: np.random.Generator
+) -> np.ndarray:
     """Fair bits (N, n_blocks, M), exactly balanced (±1) within every split × regime × block × modality.
 
     Why: the estimator bins each modality's scalar at training quantiles; with held bits the sample
@@ -127,8 +128,9 @@ def _balanced_bits(split: np.ndarray, regime: np.ndarray, n_blocks: int, m: int,
     return out
 
 
-def _latents(cfg: SyntheticRegimesConfig, regime: np.ndarray, split: np.ndarray, rng: np.random.Generator
-             ) -> tuple[np.ndarray, np.ndarray]:
+def _latents(
+    cfg: SyntheticRegimesConfig, regime: np.ndarray, split: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Bits s (N, T, M) inside the windows and per-step labels Y (N, T)."""
     n, t, m = len(regime), cfg.window, cfg.n_modalities
     burn = max(cfg.lags)
@@ -141,7 +143,7 @@ def _latents(cfg: SyntheticRegimesConfig, regime: np.ndarray, split: np.ndarray,
     for r, (terms, lag) in enumerate(zip(cfg.parsed_regimes(), cfg.lags, strict=True)):
         sel = regime == r
         bits[sel] = _tie(held[sel], terms)
-        y[sel] = _label(bits[sel, burn - lag: burn - lag + t], terms)  # Y(t) from s(t − lag)
+        y[sel] = _label(bits[sel, burn - lag : burn - lag + t], terms)  # Y(t) from s(t − lag)
     return bits[:, burn:], y
 
 
@@ -152,8 +154,9 @@ def same_block_share(cfg: SyntheticRegimesConfig, lag: int, tau: int) -> float:
     return float(np.mean(_block(t - tau, cfg) == _block(t - lag, cfg)))
 
 
-def _context(cfg: SyntheticRegimesConfig, regime: np.ndarray, n_regimes: int, rng: np.random.Generator
-             ) -> np.ndarray:
+def _context(
+    cfg: SyntheticRegimesConfig, regime: np.ndarray, n_regimes: int, rng: np.random.Generator
+) -> np.ndarray:
     """Context channels (N, T, M): regime-specific offset and scale (see module docstring)."""
     phase = _phase(cfg, regime, n_regimes)
     c = cfg.context_strength
@@ -177,8 +180,13 @@ def _phase(cfg: SyntheticRegimesConfig, regime: np.ndarray, n_regimes: int) -> n
     return 2 * np.pi * (regime[:, None] / n_regimes + np.arange(cfg.n_modalities)[None, :] / cfg.n_modalities)
 
 
-def _signals(cfg: SyntheticRegimesConfig, bits: np.ndarray, regime: np.ndarray, n_regimes: int,
-             rng: np.random.Generator) -> np.ndarray:
+def _signals(
+    cfg: SyntheticRegimesConfig,
+    bits: np.ndarray,
+    regime: np.ndarray,
+    n_regimes: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Signal channels (N, T, M, S): ±a_j (2s − 1) + noise·exp(signal_context·sin φ)·N(0, 1)."""
     k = cfg.signal_channels
     amps = np.array([(-1.0) ** j * (1.0 - 0.3 * j / k) for j in range(k)])
@@ -187,8 +195,14 @@ def _signals(cfg: SyntheticRegimesConfig, bits: np.ndarray, regime: np.ndarray, 
     return sign * amps + std[:, None, :, None] * rng.standard_normal((*bits.shape, k))
 
 
-def _assemble(cfg: SyntheticRegimesConfig, sig: np.ndarray, ctx: np.ndarray, dis: np.ndarray,
-              regime: np.ndarray, n_regimes: int) -> tuple[np.ndarray, list[str], dict[str, list[int]]]:
+def _assemble(
+    cfg: SyntheticRegimesConfig,
+    sig: np.ndarray,
+    ctx: np.ndarray,
+    dis: np.ndarray,
+    regime: np.ndarray,
+    n_regimes: int,
+) -> tuple[np.ndarray, list[str], dict[str, list[int]]]:
     """x (N, T, C) with per-modality [signals, context, distractor] blocks, then regime one-hots."""
     blocks, channels, modalities = [], [], {}
     for m in range(cfg.n_modalities):

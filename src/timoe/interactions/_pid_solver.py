@@ -73,7 +73,7 @@ class _Batch:
         """Cell exponents c (k,n1,n2,ny; −inf off-support) and slacks σ = −g (k,n1,n2; 1 if no constraint)."""
         n1, n2, ny = self.n1, self.n2, self.ny
         lam = v[:, : n1 * ny].reshape(-1, n1, 1, ny)
-        mu = v[:, n1 * ny:].reshape(-1, 1, n2, ny)
+        mu = v[:, n1 * ny :].reshape(-1, 1, n2, ny)
         c = (lam + mu).masked_fill(~self.support[idx], -math.inf)
         return c, torch.where(self.has[idx], -torch.logsumexp(c, dim=-1), 1.0)
 
@@ -83,7 +83,7 @@ class _Batch:
 
     def cell_delta(self, d: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         n1, n2, ny = self.n1, self.n2, self.ny
-        dc = d[:, : n1 * ny].reshape(-1, n1, 1, ny) + d[:, n1 * ny:].reshape(-1, 1, n2, ny)
+        dc = d[:, : n1 * ny].reshape(-1, n1, 1, ny) + d[:, n1 * ny :].reshape(-1, 1, n2, ny)
         return torch.where(s > 0, dc, 0.0)
 
 
@@ -91,8 +91,9 @@ def _block_diag_into(out: torch.Tensor, blocks: torch.Tensor) -> None:
     """Write blocks (k, n, ny, ny) on the diagonal of the square out (k, n·ny, n·ny)."""
     k, n, ny, _ = blocks.shape
     st = out.stride()
-    view = out.as_strided((k, n, ny, ny), (st[0], (out.shape[1] + 1) * ny, st[1], st[2]),
-                          out.storage_offset())
+    view = out.as_strided(
+        (k, n, ny, ny), (st[0], (out.shape[1] + 1) * ny, st[1], st[2]), out.storage_offset()
+    )
     view.copy_(blocks)
 
 
@@ -136,7 +137,7 @@ class _NewtonSystem:
     def __init__(self, ws: torch.Tensor, cs: torch.Tensor, s: torch.Tensor, free: torch.Tensor) -> None:
         k, n1, n2, ny = ws.shape
         f1 = free[:, : n1 * ny].reshape(k, n1, ny)
-        f2 = free[:, n1 * ny:].reshape(k, n2, ny)
+        f2 = free[:, n1 * ny :].reshape(k, n2, ny)
         a = torch.diag_embed(ws.sum(2)) + torch.einsum("kabi,kabj->kaij", cs, s)
         c = torch.diag_embed(ws.sum(1)) + torch.einsum("kabi,kabj->kbij", cs, s)
         # Cross block B in (x1,y)×(x2,y') layout, built in place: rank-one part, then the diagonal ws.
@@ -162,7 +163,7 @@ class _NewtonSystem:
         """H⁻¹·rhs (pinned variables must have zero rhs; they get a zero step)."""
         k, n1, _, ny = self.shape
         z1 = (self.linv @ rhs[:, : n1 * ny].reshape(k, n1, ny, 1)).reshape(k, n1 * ny)  # L⁻¹r1
-        r2 = rhs[:, n1 * ny:] - (self.wmat.transpose(1, 2) @ z1.unsqueeze(-1)).squeeze(-1)
+        r2 = rhs[:, n1 * ny :] - (self.wmat.transpose(1, 2) @ z1.unsqueeze(-1)).squeeze(-1)
         d2 = self.scale * torch.cholesky_solve((self.scale * r2).unsqueeze(-1), self.ls).squeeze(-1)
         # λ part: A⁻¹(r1 − B d2) = L⁻ᵀ(L⁻¹r1 − W d2)
         u = (z1 - (self.wmat @ d2.unsqueeze(-1)).squeeze(-1)).reshape(k, n1, ny, 1)
@@ -173,9 +174,18 @@ class _NewtonSystem:
 class _Step:
     """One Newton direction (dv, dz) at the current point for a given centring target μ."""
 
-    def __init__(self, bt: _Batch, system: _NewtonSystem, s: torch.Tensor, sig: torch.Tensor,
-                 z: torch.Tensor, has: torch.Tensor, free: torch.Tensor, b: torch.Tensor,
-                 mu: torch.Tensor) -> None:
+    def __init__(
+        self,
+        bt: _Batch,
+        system: _NewtonSystem,
+        s: torch.Tensor,
+        sig: torch.Tensor,
+        z: torch.Tensor,
+        has: torch.Tensor,
+        free: torch.Tensor,
+        b: torch.Tensor,
+        mu: torch.Tensor,
+    ) -> None:
         target = torch.where(has, mu.view(-1, 1, 1) / sig, 0.0)
         # Eliminating dz from the linearised KKT system leaves H dv = b − Σ_k (μ/σ_k) ∇g_k.
         self.dv = system.solve((b - bt.marginals(target.unsqueeze(-1) * s)) * free)
@@ -189,8 +199,9 @@ class _Step:
         return (_BOUNDARY * ratio.amin(dim=(1, 2))).clamp(max=1.0)
 
 
-def _feasible_step(bt: _Batch, idx: torch.Tensor, v: torch.Tensor, dv: torch.Tensor,
-                   sig: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _feasible_step(
+    bt: _Batch, idx: torch.Tensor, v: torch.Tensor, dv: torch.Tensor, sig: torch.Tensor, alpha: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Largest α ≤ alpha (halving) keeping every slack positive, resolvable and ≥ 1% of its value."""
     has = bt.has[idx]
     new_sig = sig.clone()
@@ -259,5 +270,11 @@ def solve_min_mi(p: torch.Tensor, tol_nats: float, max_iter: int) -> dict[str, t
         stalls[idx] = torch.where(improved, 0, stalls[idx] + 1) + _PATIENCE * broken.long()
         active[idx[(gap <= tol_nats) | (stalls[idx] >= _PATIENCE)]] = False
     gap = (best_primal - best_dual).clamp_min(0.0)
-    return {"gap": gap, "q": best_q, "primal": best_primal, "dual": best_dual, "iters": iters,
-            "converged": gap <= tol_nats}
+    return {
+        "gap": gap,
+        "q": best_q,
+        "primal": best_primal,
+        "dual": best_dual,
+        "iters": iters,
+        "converged": gap <= tol_nats,
+    }

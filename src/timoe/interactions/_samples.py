@@ -51,8 +51,9 @@ def past_strata(y: np.ndarray, n_classes: int, past_bins: int) -> tuple[np.ndarr
     return y * past_bins + disc.transform(d.ravel()).reshape(y.shape), n_classes * past_bins
 
 
-def step_index(y: np.ndarray, lag: int, directed: bool, max_samples: int, seed: int,
-               horizon: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def step_index(
+    y: np.ndarray, lag: int, directed: bool, max_samples: int, seed: int, horizon: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """(window, target step) of every sample at `lag`: valid Y_t (and Y_{t−horizon} when directed).
 
     y: (N, T) class codes, −1 = ignored.  Returns two (n,) int arrays wi, ti with
@@ -67,7 +68,7 @@ def step_index(y: np.ndarray, lag: int, directed: bool, max_samples: int, seed: 
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     valid = y[:, start:] >= 0
     if directed:  # the past summary is read at t − horizon, so that label must be valid too
-        valid &= y[:, start - horizon: steps - horizon] >= 0
+        valid &= y[:, start - horizon : steps - horizon] >= 0
     wi, ti = np.nonzero(valid)
     keep = subsample(len(wi), max_samples, seed, lag)
     return wi[keep], ti[keep] + start

@@ -51,21 +51,28 @@ class BatchPID:
     sinkhorn_iters: float  # mean Sinkhorn iterations per alignment step (tolerance stop)
 
     def row(self) -> dict[str, float]:
-        return {"R": self.redundancy, "U1": self.unique1, "U2": self.unique2, "S": self.synergy,
-                "total": self.total}
+        return {
+            "R": self.redundancy,
+            "U1": self.unique1,
+            "U2": self.unique2,
+            "S": self.synergy,
+            "total": self.total,
+        }
 
 
 def mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                         nn.Linear(hidden, d_out))
+    return nn.Sequential(
+        nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, d_out)
+    )
 
 
 _FLOOR = 1e-30  # smallest denominator the probability-domain scalings may divide by
 _SAFE = 1e30  # largest scaling the probability domain keeps before the log domain takes over
 
 
-def sinkhorn(log_a: torch.Tensor, log_r: torch.Tensor, log_c: torch.Tensor, iters: int,
-             tol: float) -> tuple[torch.Tensor, int]:
+def sinkhorn(
+    log_a: torch.Tensor, log_r: torch.Tensor, log_c: torch.Tensor, iters: int, tol: float
+) -> tuple[torch.Tensor, int]:
     """Scale exp(log_a) (n1, n2, K) per class to row sums exp(log_r) (n1, K), columns exp(log_c) (n2, K).
 
     Sample-major wrapper of `sinkhorn_classes` (the estimator itself works class-major, which saves
@@ -75,8 +82,14 @@ def sinkhorn(log_a: torch.Tensor, log_r: torch.Tensor, log_c: torch.Tensor, iter
     return log_q.permute(1, 2, 0), used
 
 
-def sinkhorn_classes(log_a: torch.Tensor, log_r: torch.Tensor, log_c: torch.Tensor, iters: int,
-                     tol: float, last_step_grad: bool = False) -> tuple[torch.Tensor, int]:
+def sinkhorn_classes(
+    log_a: torch.Tensor,
+    log_r: torch.Tensor,
+    log_c: torch.Tensor,
+    iters: int,
+    tol: float,
+    last_step_grad: bool = False,
+) -> tuple[torch.Tensor, int]:
     """Scale every slice exp(log_a[b]) (B, n1, n2) to row sums exp(log_r) (B, n1), columns exp(log_c) (B, n2).
 
     B is any batch of independent problems (classes, or classes × lags): all slices move together
@@ -107,8 +120,9 @@ def sinkhorn_classes(log_a: torch.Tensor, log_r: torch.Tensor, log_c: torch.Tens
     return (log_a + (u.log().view(b, n1, 1) - shift)).add_(v.log()), used
 
 
-def _scale_probability(a: torch.Tensor, r: torch.Tensor, c: torch.Tensor, iters: int,
-                       tol: float) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
+def _scale_probability(
+    a: torch.Tensor, r: torch.Tensor, c: torch.Tensor, iters: int, tol: float
+) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
     """Probability-domain Sinkhorn on a (B, n1, n2) with row vectors r (B, 1, n1), c (B, 1, n2).
 
     Returns the scalings u (B, 1, n1), v (B, 1, n2), iterations, and whether any step left the
@@ -134,13 +148,15 @@ def _scale_probability(a: torch.Tensor, r: torch.Tensor, c: torch.Tensor, iters:
         low = torch.minimum(low, row.detach().amin())
         u = r / row.clamp_min(_FLOOR)
     with torch.no_grad():
-        unsafe = bool(low < _FLOOR) or not bool(torch.isfinite(u).all() and torch.isfinite(v).all()
-                                                and u.amax() < _SAFE and v.amax() < _SAFE)
+        unsafe = bool(low < _FLOOR) or not bool(
+            torch.isfinite(u).all() and torch.isfinite(v).all() and u.amax() < _SAFE and v.amax() < _SAFE
+        )
     return u, v, used, unsafe
 
 
-def _sinkhorn_log(rel: torch.Tensor, log_r: torch.Tensor, log_c: torch.Tensor, iters: int,
-                  tol: float) -> tuple[torch.Tensor, int]:
+def _sinkhorn_log(
+    rel: torch.Tensor, log_r: torch.Tensor, log_c: torch.Tensor, iters: int, tol: float
+) -> tuple[torch.Tensor, int]:
     """Log-domain Sinkhorn on rel (B, n1, n2) (slice max 0), log_r (B, n1), log_c (B, n2).
 
     Slower (a logsumexp per half-step) but free of under/overflow; same stop rule and row-last end.
@@ -186,8 +202,13 @@ def kl_rows(p: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
     return (torch.special.xlogy(p, p) - p * torch.log(prior.clamp_min(1e-12))).sum(-1)
 
 
-def coupling_terms(log_a: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, ctx: torch.Tensor | None,
-                   cfg: BatchEstimatorConfig) -> tuple[torch.Tensor, int]:
+def coupling_terms(
+    log_a: torch.Tensor,
+    p1: torch.Tensor,
+    p2: torch.Tensor,
+    ctx: torch.Tensor | None,
+    cfg: BatchEstimatorConfig,
+) -> tuple[torch.Tensor, int]:
     """I_q(X2; Y | X1) (nats, mean over anchors i) on one minibatch, and Sinkhorn iterations.
 
     log_a: alignment log-kernel (K, n, n), class-major; p1, p2: p̂(y|x1_i), p̂(y|x2_j) (n, K);
@@ -204,8 +225,9 @@ def coupling_terms(log_a: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, ctx:
     else:
         c = c * (r.sum(0) / c.sum(0))
     log_r = r.log().T.contiguous()  # (K, n)
-    log_q, iters = sinkhorn_classes(log_a, log_r, c.log().T.contiguous(), cfg.sinkhorn_iters,
-                                    cfg.sinkhorn_tol)
+    log_q, iters = sinkhorn_classes(
+        log_a, log_r, c.log().T.contiguous(), cfg.sinkhorn_iters, cfg.sinkhorn_tol
+    )
     q = log_q.exp()
     if ctx is not None:
         # Masked pairs have log q = −inf and q = 0 in every class: give them a finite log first, since
@@ -224,9 +246,19 @@ def standardise(x: np.ndarray) -> np.ndarray:
     return (x - x.mean(0)) / np.where(std > 0, std, 1.0)
 
 
-def batch_pid(x1: Any, x2: Any, y: Any, cfg: BatchEstimatorConfig | None = None, *,
-              context: Any = None, n_classes: int | None = None, device: str | torch.device = "auto",
-              seed: int = 0, holdout: float = 0.2, num_threads: int | None = 1) -> BatchPID:
+def batch_pid(
+    x1: Any,
+    x2: Any,
+    y: Any,
+    cfg: BatchEstimatorConfig | None = None,
+    *,
+    context: Any = None,
+    n_classes: int | None = None,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    holdout: float = 0.2,
+    num_threads: int | None = 1,
+) -> BatchPID:
     """BATCH PID of continuous X1 (N, D1), X2 (N, D2) about integer labels y (N,).
 
     `context`: optional integer strata (N,) for the conditional PID.  Deterministic for a seed
@@ -238,8 +270,17 @@ def batch_pid(x1: Any, x2: Any, y: Any, cfg: BatchEstimatorConfig | None = None,
         return _batch_pid(x1, x2, y, cfg, context, n_classes, dev, seed, holdout)
 
 
-def _batch_pid(x1: Any, x2: Any, y: Any, cfg: BatchEstimatorConfig | None, context: Any,
-               n_classes: int | None, dev: torch.device, seed: int, holdout: float) -> BatchPID:
+def _batch_pid(
+    x1: Any,
+    x2: Any,
+    y: Any,
+    cfg: BatchEstimatorConfig | None,
+    context: Any,
+    n_classes: int | None,
+    dev: torch.device,
+    seed: int,
+    holdout: float,
+) -> BatchPID:
     t0 = time.perf_counter()
     cfg = cfg or BatchEstimatorConfig()
     a, b = standardise(x1), standardise(x2)
@@ -255,12 +296,13 @@ def _batch_pid(x1: Any, x2: Any, y: Any, cfg: BatchEstimatorConfig | None, conte
         gen = torch.Generator().manual_seed(seed)
         perm = torch.randperm(n, generator=gen).numpy()
         n_eval = max(round(holdout * n), min(n // 2, cfg.batch_size)) if holdout > 0 else 0
-        train, evals = (perm[: n - n_eval], perm[n - n_eval:]) if n_eval else (perm, perm)
+        train, evals = (perm[: n - n_eval], perm[n - n_eval :]) if n_eval else (perm, perm)
 
         def tensors(idx: np.ndarray) -> tuple[torch.Tensor, ...]:
             t = [torch.from_numpy(a[idx]), torch.from_numpy(b[idx]), torch.from_numpy(yy[idx])]
-            t.append(torch.from_numpy(ctx[idx]) if ctx is not None
-                     else torch.zeros(len(idx), dtype=torch.long))
+            t.append(
+                torch.from_numpy(ctx[idx]) if ctx is not None else torch.zeros(len(idx), dtype=torch.long)
+            )
             return tuple(u.to(dev) for u in t)
 
         tr, ev = tensors(train), tensors(evals)
@@ -294,10 +336,19 @@ def _batch_pid(x1: Any, x2: Any, y: Any, cfg: BatchEstimatorConfig | None, conte
                 vals = torch.stack([m1, kl_rows(p2, pr).mean(), kl_rows(p12, pr).mean(), m1 + cond])
                 sums += vals.double().cpu() * len(idx)
         i1, i2, i12, iq = (sums / len(ev[2]) / LN2).tolist()
-    return BatchPID(redundancy=max(i1 + i2 - iq, 0.0), unique1=max(iq - i2, 0.0), unique2=max(iq - i1, 0.0),
-                    synergy=max(i12 - iq, 0.0), total=max(i12, 0.0), mi1=i1, mi2=i2, mi_q=iq, n_samples=n,
-                    seconds=time.perf_counter() - t0,
-                    sinkhorn_iters=float(np.mean(iters_used)) if iters_used else 0.0)
+    return BatchPID(
+        redundancy=max(i1 + i2 - iq, 0.0),
+        unique1=max(iq - i2, 0.0),
+        unique2=max(iq - i1, 0.0),
+        synergy=max(i12 - iq, 0.0),
+        total=max(i12, 0.0),
+        mi1=i1,
+        mi2=i2,
+        mi_q=iq,
+        n_samples=n,
+        seconds=time.perf_counter() - t0,
+        sinkhorn_iters=float(np.mean(iters_used)) if iters_used else 0.0,
+    )
 
 
 def with_ctx(x: torch.Tensor, ctx: torch.Tensor, n_ctx: int) -> torch.Tensor:
@@ -314,12 +365,13 @@ def label_prior(y: torch.Tensor, ctx: torch.Tensor, k: int, n_ctx: int) -> torch
     return counts / counts.sum(1, keepdim=True)
 
 
-def batches(n: int, size: int, gen: torch.Generator | None, dev: torch.device,
-             drop_last: bool) -> list[torch.Tensor]:
+def batches(
+    n: int, size: int, gen: torch.Generator | None, dev: torch.device, drop_last: bool
+) -> list[torch.Tensor]:
     order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
     size = min(size, n)
     stop = n - n % size if drop_last else n
-    return [order[i: i + size].to(dev) for i in range(0, stop, size)]
+    return [order[i : i + size].to(dev) for i in range(0, stop, size)]
 
 
 class _Discriminator(nn.Module):
@@ -332,9 +384,15 @@ class _Discriminator(nn.Module):
         return torch.softmax(self.net(x), dim=-1)
 
 
-def _train_discriminator(x: torch.Tensor, tr: tuple[torch.Tensor, ...], k: int, n_ctx: int,
-                         cfg: BatchEstimatorConfig, gen: torch.Generator,
-                         dev: torch.device) -> _Discriminator:
+def _train_discriminator(
+    x: torch.Tensor,
+    tr: tuple[torch.Tensor, ...],
+    k: int,
+    n_ctx: int,
+    cfg: BatchEstimatorConfig,
+    gen: torch.Generator,
+    dev: torch.device,
+) -> _Discriminator:
     model = _Discriminator(x.shape[1], cfg.hidden, k, n_ctx).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     y, ctx = tr[2], tr[3]

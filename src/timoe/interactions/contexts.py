@@ -125,8 +125,10 @@ class ContextSpec:
                 channels=[_as_int(c, "channels") for c in _as_list(d["channels"], "channels")],
                 mean=[_as_float(v, "mean") for v in _as_list(d["mean"], "mean")],
                 std=[_as_float(v, "std") for v in _as_list(d["std"], "std")],
-                centroids=[[_as_float(v, "centroids") for v in _as_list(row, "centroids row")]
-                           for row in _as_list(d["centroids"], "centroids")],
+                centroids=[
+                    [_as_float(v, "centroids") for v in _as_list(row, "centroids row")]
+                    for row in _as_list(d["centroids"], "centroids")
+                ],
                 counts=[_as_int(n, "counts") for n in _as_list(d["counts"], "counts")],
                 names=[str(n) for n in _as_list(d["names"], "names")],
                 note=str(d.get("note", "")),
@@ -183,8 +185,16 @@ def _validate(s: ContextSpec) -> None:
 
 
 # ------------------------------------------------------------------------------- fitting
-def fit_contexts(x: np.ndarray, subjects: np.ndarray, channels: list[int], scope: str, n_contexts: int,
-                 seed: int, *, min_size: int = MIN_CONTEXT_WINDOWS) -> tuple[ContextSpec, np.ndarray]:
+def fit_contexts(
+    x: np.ndarray,
+    subjects: np.ndarray,
+    channels: list[int],
+    scope: str,
+    n_contexts: int,
+    seed: int,
+    *,
+    min_size: int = MIN_CONTEXT_WINDOWS,
+) -> tuple[ContextSpec, np.ndarray]:
     """Fit contexts on TRAINING windows; returns the spec and each training window's context id [N].
 
     x: [N, T, C] training windows; subjects: [N] subject ids (used by scope "subject" only);
@@ -207,16 +217,18 @@ def fit_contexts(x: np.ndarray, subjects: np.ndarray, channels: list[int], scope
     z = (raw - mean) / std
     common = {"channels": [int(c) for c in channels], "mean": mean.tolist(), "std": std.tolist()}
     if scope == "dataset":
-        spec = ContextSpec(scope="dataset", centroids=[z.mean(0).tolist()], counts=[len(x)],
-                           names=["dataset"], **common)
+        spec = ContextSpec(
+            scope="dataset", centroids=[z.mean(0).tolist()], counts=[len(x)], names=["dataset"], **common
+        )
         return spec, np.zeros(len(x), dtype=np.int64)
     if scope == "subject":
         return _fit_subjects(z, np.asarray(subjects), common, min_size)
     return _fit_kmeans(z, feats, common, n_contexts, seed, min_size)
 
 
-def _fit_subjects(z: np.ndarray, subjects: np.ndarray, common: dict[str, Any],
-                  min_size: int) -> tuple[ContextSpec, np.ndarray]:
+def _fit_subjects(
+    z: np.ndarray, subjects: np.ndarray, common: dict[str, Any], min_size: int
+) -> tuple[ContextSpec, np.ndarray]:
     """One context per training subject.  The training windows' ids are their own subject's context,
     not the nearest centroid: a per-subject RUS table is by definition the PID over that subject's
     windows (the reference's scope), and a training window's subject is known, label-free metadata.
@@ -226,17 +238,25 @@ def _fit_subjects(z: np.ndarray, subjects: np.ndarray, common: dict[str, Any],
     uniq, ids, counts = np.unique(subjects, return_inverse=True, return_counts=True)
     small = {int(s): int(n) for s, n in zip(uniq, counts, strict=True) if n < min_size}
     if small:
-        raise ValueError(f"scope 'subject': training subject(s) {small} have fewer than {min_size} windows "
-                         "(rus.min_context_windows); their RUS tables would be noise. Use scope 'context' "
-                         "or lower the minimum")
+        raise ValueError(
+            f"scope 'subject': training subject(s) {small} have fewer than {min_size} windows "
+            "(rus.min_context_windows); their RUS tables would be noise. Use scope 'context' "
+            "or lower the minimum"
+        )
     centroids = [z[ids == k].mean(0).tolist() for k in range(len(uniq))]
-    spec = ContextSpec(scope="subject", centroids=centroids, counts=counts.tolist(),
-                       names=[f"subject{int(s)}" for s in uniq], **common)
+    spec = ContextSpec(
+        scope="subject",
+        centroids=centroids,
+        counts=counts.tolist(),
+        names=[f"subject{int(s)}" for s in uniq],
+        **common,
+    )
     return spec, ids.astype(np.int64)
 
 
-def _fit_kmeans(z: np.ndarray, feats: torch.Tensor, common: dict[str, Any], n_contexts: int, seed: int,
-                min_size: int) -> tuple[ContextSpec, np.ndarray]:
+def _fit_kmeans(
+    z: np.ndarray, feats: torch.Tensor, common: dict[str, Any], n_contexts: int, seed: int, min_size: int
+) -> tuple[ContextSpec, np.ndarray]:
     """k-means with K reduced until every context keeps at least min_size training windows."""
     if n_contexts < 1:
         raise ValueError(f"n_contexts must be >= 1, got {n_contexts}")
@@ -244,20 +264,32 @@ def _fit_kmeans(z: np.ndarray, feats: torch.Tensor, common: dict[str, Any], n_co
     k = min(n_contexts, len(z))
     while True:
         centroids = _order_centroids(kmeans(z, k, seed)) if k > 1 else z.mean(0, keepdims=True)
-        spec = ContextSpec(scope="context", centroids=centroids.tolist(), counts=[0] * k,
-                           names=[f"ctx{i}" for i in range(k)], **common)
+        spec = ContextSpec(
+            scope="context",
+            centroids=centroids.tolist(),
+            counts=[0] * k,
+            names=[f"ctx{i}" for i in range(k)],
+            **common,
+        )
         # the ids come from `assign` on the float32 features, exactly what the model computes later
         ids = spec.assign(feats).numpy().astype(np.int64)
         counts = np.bincount(ids, minlength=k)
         if k == 1 or counts.min() >= min_size:
             break
-        notes.append(f"K={k} gave context sizes {counts.tolist()} (< {min_size} windows): "
-                     f"K reduced to {k - 1}")
+        notes.append(
+            f"K={k} gave context sizes {counts.tolist()} (< {min_size} windows): K reduced to {k - 1}"
+        )
         k -= 1
     if k < n_contexts and not notes:
         notes.append(f"K reduced from {n_contexts} to {k}: only {len(z)} training windows")
-    spec = ContextSpec(scope="context", centroids=spec.centroids, counts=counts.tolist(), names=spec.names,
-                       note="; ".join(notes), **common)
+    spec = ContextSpec(
+        scope="context",
+        centroids=spec.centroids,
+        counts=counts.tolist(),
+        names=spec.names,
+        note="; ".join(notes),
+        **common,
+    )
     return spec, ids
 
 

@@ -34,8 +34,9 @@ def _as_2d(x: np.ndarray) -> np.ndarray:
 class Discretizer:
     """fit / transform / fit_transform; deterministic for a given seed."""
 
-    def __init__(self, n_bins: int = 8, method: Method = "quantile", *, seed: int = 0,
-                 max_iter: int = 100) -> None:
+    def __init__(
+        self, n_bins: int = 8, method: Method = "quantile", *, seed: int = 0, max_iter: int = 100
+    ) -> None:
         if n_bins < 1:
             raise ValueError("n_bins must be positive")
         if method not in ("quantile", "uniform", "kmeans"):
@@ -77,8 +78,9 @@ class Discretizer:
             return _nearest((x2 - self.mean_) / self.std_, self.centers_)
         assert self.edges_ is not None
         # side="right": a value equal to an edge goes to the upper bin, so ties never split.
-        codes = np.stack([np.searchsorted(e, col, side="right") for e, col in zip(self.edges_, x2.T,
-                                                                                   strict=True)], 1)
+        codes = np.stack(
+            [np.searchsorted(e, col, side="right") for e, col in zip(self.edges_, x2.T, strict=True)], 1
+        )
         codes = codes.astype(np.int64)
         return codes[:, 0] if arr.ndim == 1 else codes
 
@@ -122,8 +124,14 @@ def _kmeans(x: np.ndarray, k: int, seed: int, max_iter: int) -> np.ndarray:
     return c[np.lexsort(c.T[::-1])]  # order centres so codes do not depend on the seed's draw order
 
 
-def discretize(x_train: np.ndarray, x_apply: np.ndarray | None = None, *, n_bins: int = 8,
-               method: Method = "quantile", seed: int = 0) -> np.ndarray:
+def discretize(
+    x_train: np.ndarray,
+    x_apply: np.ndarray | None = None,
+    *,
+    n_bins: int = 8,
+    method: Method = "quantile",
+    seed: int = 0,
+) -> np.ndarray:
     """Fit on x_train and return the codes of x_apply (default: x_train itself)."""
     disc = Discretizer(n_bins, method, seed=seed).fit(x_train)
     return disc.transform(x_train if x_apply is None else x_apply)

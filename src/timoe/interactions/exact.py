@@ -52,9 +52,14 @@ class ExactPID:
         return len(self.total)
 
     def row(self, i: int) -> dict[str, float]:
-        return {"R": float(self.redundancy[i]), "U1": float(self.unique1[i]),
-                "U2": float(self.unique2[i]), "S": float(self.synergy[i]),
-                "total": float(self.total[i]), "gap": float(self.gap[i])}
+        return {
+            "R": float(self.redundancy[i]),
+            "U1": float(self.unique1[i]),
+            "U2": float(self.unique2[i]),
+            "S": float(self.synergy[i]),
+            "total": float(self.total[i]),
+            "gap": float(self.gap[i]),
+        }
 
 
 def _information_terms(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -73,8 +78,15 @@ def _auto_chunk(n1: int, n2: int, ny: int, budget_bytes: float = 1e9) -> int:
     return max(1, int(budget_bytes // per_problem))
 
 
-def exact_pid(p: Any, *, tol: float = 1e-7, device: str | torch.device = "auto", max_iter: int = 100,
-              chunk_size: int | None = None, num_threads: int | None = 1) -> ExactPID:
+def exact_pid(
+    p: Any,
+    *,
+    tol: float = 1e-7,
+    device: str | torch.device = "auto",
+    max_iter: int = 100,
+    chunk_size: int | None = None,
+    num_threads: int | None = 1,
+) -> ExactPID:
     """BROJA PID of a batch of discrete joints P of shape (B, n1, n2, ny) (or one (n1, n2, ny)).
 
     P may hold counts or probabilities (each problem is normalised); zero-padded cells, rows and
@@ -95,12 +107,18 @@ def exact_pid(p: Any, *, tol: float = 1e-7, device: str | torch.device = "auto",
     pt = torch.where(mass > 0, pt / mass.clamp_min(1e-300), 0.0)
     nb, n1, n2, ny = pt.shape
     if n2 > n1:  # the solver factorises an (n2·ny)² matrix: give it the smaller side
-        swapped = exact_pid(pt.transpose(1, 2), tol=tol, device=dev, max_iter=max_iter,
-                            chunk_size=chunk_size, num_threads=num_threads)
+        swapped = exact_pid(
+            pt.transpose(1, 2),
+            tol=tol,
+            device=dev,
+            max_iter=max_iter,
+            chunk_size=chunk_size,
+            num_threads=num_threads,
+        )
         return _swap_sources(swapped)
     chunk = chunk_size or _auto_chunk(n1, n2, ny)
     with cpu_threads(num_threads if dev.type == "cpu" else None):
-        outs = [solve_min_mi(pt[i: i + chunk], tol * LN2, max_iter) for i in range(0, nb, chunk)]
+        outs = [solve_min_mi(pt[i : i + chunk], tol * LN2, max_iter) for i in range(0, nb, chunk)]
     res = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
     hy, i1, i2, i12 = _information_terms(pt)
     min_mi = hy + res["primal"]
@@ -126,10 +144,19 @@ def exact_pid(p: Any, *, tol: float = 1e-7, device: str | torch.device = "auto",
 
 
 def _swap_sources(r: ExactPID) -> ExactPID:
-    return ExactPID(redundancy=r.redundancy, unique1=r.unique2, unique2=r.unique1, synergy=r.synergy,
-                    total=r.total, min_mi=r.min_mi, lower_bound=r.lower_bound, gap=r.gap,
-                    q=np.ascontiguousarray(r.q.transpose(0, 2, 1, 3)), iterations=r.iterations,
-                    converged=r.converged)
+    return ExactPID(
+        redundancy=r.redundancy,
+        unique1=r.unique2,
+        unique2=r.unique1,
+        synergy=r.synergy,
+        total=r.total,
+        min_mi=r.min_mi,
+        lower_bound=r.lower_bound,
+        gap=r.gap,
+        q=np.ascontiguousarray(r.q.transpose(0, 2, 1, 3)),
+        iterations=r.iterations,
+        converged=r.converged,
+    )
 
 
 def pad_joints(joints: Sequence[Any]) -> np.ndarray:
@@ -149,8 +176,16 @@ def exact_pid_many(joints: Sequence[Any], **kwargs: Any) -> ExactPID:
     return exact_pid(pad_joints(joints), **kwargs)
 
 
-def joint_counts(x1: Any, x2: Any, y: Any, shape: tuple[int, int, int], *, group: Any = None,
-                 n_groups: int | None = None, weights: Any = None) -> np.ndarray:
+def joint_counts(
+    x1: Any,
+    x2: Any,
+    y: Any,
+    shape: tuple[int, int, int],
+    *,
+    group: Any = None,
+    n_groups: int | None = None,
+    weights: Any = None,
+) -> np.ndarray:
     """Count table(s) of integer codes: (n1, n2, ny), or (n_groups, n1, n2, ny) when `group` is given.
 
     `group` assigns every sample to one problem (e.g. a (pair, lag, stratum) index), so one bincount
@@ -173,13 +208,22 @@ def joint_counts(x1: Any, x2: Any, y: Any, shape: tuple[int, int, int], *, group
     ng = int(n_groups if n_groups is not None else (g.max() + 1 if len(g) else 0))
     keep = (g >= 0) & (g < ng)
     size = n1 * n2 * ny
-    counts = np.bincount(g[keep] * size + flat[keep], weights=None if w is None else w[keep],
-                         minlength=ng * size)
+    counts = np.bincount(
+        g[keep] * size + flat[keep], weights=None if w is None else w[keep], minlength=ng * size
+    )
     return counts.astype(np.float64).reshape(ng, n1, n2, ny)
 
 
-def pid_from_samples(x1_codes: Any, x2_codes: Any, y_codes: Any, *, n1: int | None = None,
-                     n2: int | None = None, ny: int | None = None, **kwargs: Any) -> ExactPID:
+def pid_from_samples(
+    x1_codes: Any,
+    x2_codes: Any,
+    y_codes: Any,
+    *,
+    n1: int | None = None,
+    n2: int | None = None,
+    ny: int | None = None,
+    **kwargs: Any,
+) -> ExactPID:
     """Exact PID of the empirical joint of integer codes (plug-in estimate; a batch of one)."""
     a, b, c = (np.asarray(u, dtype=np.int64).ravel() for u in (x1_codes, x2_codes, y_codes))
     if len(a) == 0:

@@ -86,8 +86,14 @@ def _kernel(e1: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
     return (logits / math.sqrt(e1.shape[-1])).clamp(-CLAMP, CLAMP)
 
 
-def coupling_terms_lags(log_a: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, ctx: torch.Tensor | None,
-                        cfg: BatchEstimatorConfig, last_step_grad: bool = False) -> tuple[torch.Tensor, int]:
+def coupling_terms_lags(
+    log_a: torch.Tensor,
+    p1: torch.Tensor,
+    p2: torch.Tensor,
+    ctx: torch.Tensor | None,
+    cfg: BatchEstimatorConfig,
+    last_step_grad: bool = False,
+) -> tuple[torch.Tensor, int]:
     """I_q(X2; Y | X1) per lag (L,), nats, and the Sinkhorn iterations of the one joint solve.
 
     log_a: (L, K, n, n); p1, p2: (L, n, K); ctx: strata (L, n) or None.  batch.coupling_terms with
@@ -104,9 +110,14 @@ def coupling_terms_lags(log_a: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor,
     else:
         c = c * (r.sum(1, keepdim=True) / c.sum(1, keepdim=True))
     log_r = r.log().transpose(1, 2).contiguous()  # (L, K, n)
-    log_q, iters = sinkhorn_classes(log_a.reshape(n_lags * k, n, n), log_r.reshape(n_lags * k, n),
-                                    c.log().transpose(1, 2).reshape(n_lags * k, n), cfg.sinkhorn_iters,
-                                    cfg.sinkhorn_tol, last_step_grad)
+    log_q, iters = sinkhorn_classes(
+        log_a.reshape(n_lags * k, n, n),
+        log_r.reshape(n_lags * k, n),
+        c.log().transpose(1, 2).reshape(n_lags * k, n),
+        cfg.sinkhorn_iters,
+        cfg.sinkhorn_tol,
+        last_step_grad,
+    )
     log_q = log_q.view(n_lags, k, n, n)
     q = log_q.exp()
     if ctx is not None:  # masked pairs: see batch.coupling_terms
@@ -116,24 +127,29 @@ def coupling_terms_lags(log_a: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor,
     return terms.sum((1, 2, 3)) / n, iters
 
 
-def _split(s: Any, holdout: float, batch_size: int, gen: torch.Generator,
-           dev: torch.device) -> tuple[Split, Split]:
+def _split(
+    s: Any, holdout: float, batch_size: int, gen: torch.Generator, dev: torch.device
+) -> tuple[Split, Split]:
     """One lag's standardised train and held-out tensors, split as batch_pid splits them."""
     a, b = standardise(s.x1), standardise(s.x2)
     y = np.asarray(s.y, dtype=np.int64).ravel()
-    c = (np.zeros(len(y), dtype=np.int64) if s.context is None
-         else np.asarray(s.context, dtype=np.int64).ravel())
+    c = (
+        np.zeros(len(y), dtype=np.int64)
+        if s.context is None
+        else np.asarray(s.context, dtype=np.int64).ravel()
+    )
     n = len(y)
     if not (len(a) == len(b) == n) or n < 16:
         raise ValueError("every lag needs x1, x2, y with the same number (≥ 16) of samples")
     perm = torch.randperm(n, generator=gen).numpy()
     n_eval = max(round(holdout * n), min(n // 2, batch_size)) if holdout > 0 else 0
-    tr, ev = (perm[: n - n_eval], perm[n - n_eval:]) if n_eval else (perm, perm)
+    tr, ev = (perm[: n - n_eval], perm[n - n_eval :]) if n_eval else (perm, perm)
     return tuple(tuple(torch.from_numpy(u[idx]).to(dev) for u in (a, b, y, c)) for idx in (tr, ev))
 
 
-def _epoch_batches(train: list[Split], size: int, gen: torch.Generator, dev: torch.device,
-                   drop_last: bool) -> list[torch.Tensor]:
+def _epoch_batches(
+    train: list[Split], size: int, gen: torch.Generator, dev: torch.device, drop_last: bool
+) -> list[torch.Tensor]:
     """An epoch of stacked minibatch indices (L, size): as many steps as the largest lag needs, each
     lag cycling through fresh permutations of its own samples."""
     sizes = [len(t[2]) for t in train]
@@ -151,10 +167,18 @@ def _gather(train: list[Split], idx: torch.Tensor) -> Split:
     return tuple(torch.stack([t[f][i] for t, i in zip(train, idx, strict=True)]) for f in range(4))
 
 
-def stacked_pid(samples: Mapping[int, Any], cfg: BatchEstimatorConfig | None = None, *,
-                n_classes: int | None = None, device: str | torch.device = "auto", seed: int = 0,
-                holdout: float = 0.2, num_threads: int | None = 1,
-                last_step_grad: bool = False, lag_chunk: int | None = None) -> dict[int, BatchPID]:
+def stacked_pid(
+    samples: Mapping[int, Any],
+    cfg: BatchEstimatorConfig | None = None,
+    *,
+    n_classes: int | None = None,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    holdout: float = 0.2,
+    num_threads: int | None = 1,
+    last_step_grad: bool = False,
+    lag_chunk: int | None = None,
+) -> dict[int, BatchPID]:
     """Per-lag BATCH for every lag of `samples` ({lag: LagSamples}, equal feature widths) in one
     stacked pass; returns {lag: BatchPID} (seconds: the run's time shared per lag).
 
@@ -166,12 +190,21 @@ def stacked_pid(samples: Mapping[int, Any], cfg: BatchEstimatorConfig | None = N
     dev = resolve_device(device)
     chunk = lag_chunk or (len(samples) if dev.type == "cuda" else 2)
     with cpu_threads(num_threads if dev.type == "cpu" else None):
-        return _stacked_pid(samples, cfg or BatchEstimatorConfig(), n_classes, dev, seed, holdout,
-                            last_step_grad, max(1, chunk))
+        return _stacked_pid(
+            samples,
+            cfg or BatchEstimatorConfig(),
+            n_classes,
+            dev,
+            seed,
+            holdout,
+            last_step_grad,
+            max(1, chunk),
+        )
 
 
-def _train_discriminators(train: list[Split], k: int, n_ctx: int, cfg: BatchEstimatorConfig,
-                          gen: torch.Generator, dev: torch.device) -> list[StackedMLP]:
+def _train_discriminators(
+    train: list[Split], k: int, n_ctx: int, cfg: BatchEstimatorConfig, gen: torch.Generator, dev: torch.device
+) -> list[StackedMLP]:
     """p̂(y|x1), p̂(y|x2), p̂(y|x1,x2) per lag, trained with cross-entropy on stacked minibatches.
 
     The three networks share each minibatch and one Adam (elementwise, so still independent fits):
@@ -197,9 +230,16 @@ def _train_discriminators(train: list[Split], k: int, n_ctx: int, cfg: BatchEsti
     return nets
 
 
-def _stacked_pid(samples: Mapping[int, Any], cfg: BatchEstimatorConfig, n_classes: int | None,
-                 dev: torch.device, seed: int, holdout: float, last_step_grad: bool,
-                 lag_chunk: int) -> dict[int, BatchPID]:
+def _stacked_pid(
+    samples: Mapping[int, Any],
+    cfg: BatchEstimatorConfig,
+    n_classes: int | None,
+    dev: torch.device,
+    seed: int,
+    holdout: float,
+    last_step_grad: bool,
+    lag_chunk: int,
+) -> dict[int, BatchPID]:
     t0 = time.perf_counter()
     lags = list(samples)
     if not lags:
@@ -215,21 +255,45 @@ def _stacked_pid(samples: Mapping[int, Any], cfg: BatchEstimatorConfig, n_classe
         k = int(n_classes or max(int(t[2].max()) for t in train) + 1)
         n_ctx = max(int(t[3].max()) for t in train + evals) + 1 if use_ctx else 0
         d1 = _train_discriminators(train, k, n_ctx, cfg, gen, dev)
-        f1, f2, iters = _train_alignment(train, d1, k, n_ctx, use_ctx, cfg, gen, dev, last_step_grad,
-                                         lag_chunk)
-        out = {lag: _readout(li, train[li], evals[li], d1, f1, f2, k, n_ctx, use_ctx, cfg, dev)
-               for li, lag in enumerate(lags)}
+        f1, f2, iters = _train_alignment(
+            train, d1, k, n_ctx, use_ctx, cfg, gen, dev, last_step_grad, lag_chunk
+        )
+        out = {
+            lag: _readout(li, train[li], evals[li], d1, f1, f2, k, n_ctx, use_ctx, cfg, dev)
+            for li, lag in enumerate(lags)
+        }
     seconds = (time.perf_counter() - t0) / len(lags)
     mean_iters = float(np.mean(iters)) if iters else 0.0
-    return {lag: BatchPID(redundancy=max(i1 + i2 - iq, 0.0), unique1=max(iq - i2, 0.0),
-                          unique2=max(iq - i1, 0.0), synergy=max(i12 - iq, 0.0), total=max(i12, 0.0),
-                          mi1=i1, mi2=i2, mi_q=iq, n_samples=n, seconds=seconds, sinkhorn_iters=mean_iters)
-            for lag, (i1, i2, i12, iq, n) in out.items()}
+    return {
+        lag: BatchPID(
+            redundancy=max(i1 + i2 - iq, 0.0),
+            unique1=max(iq - i2, 0.0),
+            unique2=max(iq - i1, 0.0),
+            synergy=max(i12 - iq, 0.0),
+            total=max(i12, 0.0),
+            mi1=i1,
+            mi2=i2,
+            mi_q=iq,
+            n_samples=n,
+            seconds=seconds,
+            sinkhorn_iters=mean_iters,
+        )
+        for lag, (i1, i2, i12, iq, n) in out.items()
+    }
 
 
-def _train_alignment(train: list[Split], disc: list[StackedMLP], k: int, n_ctx: int, use_ctx: bool,
-                     cfg: BatchEstimatorConfig, gen: torch.Generator, dev: torch.device,
-                     last_step_grad: bool, lag_chunk: int) -> tuple[StackedMLP, StackedMLP, list[int]]:
+def _train_alignment(
+    train: list[Split],
+    disc: list[StackedMLP],
+    k: int,
+    n_ctx: int,
+    use_ctx: bool,
+    cfg: BatchEstimatorConfig,
+    gen: torch.Generator,
+    dev: torch.device,
+    last_step_grad: bool,
+    lag_chunk: int,
+) -> tuple[StackedMLP, StackedMLP, list[int]]:
     """Per-lag alignment embeddings minimising Σ_lags I_q(X2; Y | X1), frozen discriminators."""
     d1, d2 = train[0][0].shape[1], train[0][1].shape[1]
     f1 = StackedMLP(len(train), d1, cfg.hidden, k * cfg.embed_dim).to(dev)
@@ -248,8 +312,9 @@ def _train_alignment(train: list[Split], disc: list[StackedMLP], k: int, n_ctx: 
             # (lags, K, n, n), and on a CPU chunks small enough to stay in cache beat one big sweep.
             for lo in range(0, len(train), lag_chunk):
                 sl = slice(lo, lo + lag_chunk)
-                terms, it = coupling_terms_lags(_kernel(e1[sl], e2[sl]), p1[sl], p2[sl],
-                                                c[sl] if use_ctx else None, cfg, last_step_grad)
+                terms, it = coupling_terms_lags(
+                    _kernel(e1[sl], e2[sl]), p1[sl], p2[sl], c[sl] if use_ctx else None, cfg, last_step_grad
+                )
                 loss, most = loss + terms.sum(), max(most, it)
             opt.zero_grad()
             loss.backward()
@@ -259,16 +324,28 @@ def _train_alignment(train: list[Split], disc: list[StackedMLP], k: int, n_ctx: 
 
 
 @torch.no_grad()
-def _readout(li: int, tr: Split, ev: Split, disc: list[StackedMLP], f1: StackedMLP, f2: StackedMLP,
-             k: int, n_ctx: int, use_ctx: bool, cfg: BatchEstimatorConfig,
-             dev: torch.device) -> tuple[float, float, float, float, int]:
+def _readout(
+    li: int,
+    tr: Split,
+    ev: Split,
+    disc: list[StackedMLP],
+    f1: StackedMLP,
+    f2: StackedMLP,
+    k: int,
+    n_ctx: int,
+    use_ctx: bool,
+    cfg: BatchEstimatorConfig,
+    dev: torch.device,
+) -> tuple[float, float, float, float, int]:
     """I(Y;X1), I(Y;X2), I(Y;X1,X2), min I_q (bits) of lag index li on its held-out samples."""
     prior = label_prior(tr[2], tr[3], k, max(n_ctx, 1))
     sums = torch.zeros(4, dtype=torch.float64)
     for idx in batches(len(ev[2]), cfg.batch_size, None, dev, drop_last=False):
         x1, x2, _, c = (t[idx].unsqueeze(0) for t in ev)
-        p1, p2, p12 = (net(_onehot_ctx(x, c, n_ctx), li).softmax(-1)[0] for net, x in
-                       zip(disc, (x1, x2, torch.cat([x1, x2], -1)), strict=True))
+        p1, p2, p12 = (
+            net(_onehot_ctx(x, c, n_ctx), li).softmax(-1)[0]
+            for net, x in zip(disc, (x1, x2, torch.cat([x1, x2], -1)), strict=True)
+        )
         log_a = _kernel(_embed(f1, x1, k, li), _embed(f2, x2, k, li))
         cond, _ = coupling_terms_lags(log_a, p1[None], p2[None], c if use_ctx else None, cfg)
         pr = prior[c[0]]

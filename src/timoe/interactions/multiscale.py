@@ -60,14 +60,17 @@ class _Discriminators(nn.Module):
         self.h1, self.h2 = mlp(hidden + extra, hidden, k), mlp(hidden + extra, hidden, k)
         self.h12 = mlp(2 * hidden + extra, hidden, k)
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, lag: torch.Tensor,
-                ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x1: torch.Tensor, x2: torch.Tensor, lag: torch.Tensor, ctx: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits of p̂(y|x1), p̂(y|x2), p̂(y|x1,x2) at lag index `lag` (scalar tensor)."""
         e = self.lag(lag).expand(len(x1), -1)
         z1, z2 = self.enc1(x1), self.enc2(x2)
-        return (self.h1(with_ctx(torch.cat([z1, e], 1), ctx, self.n_ctx)),
-                self.h2(with_ctx(torch.cat([z2, e], 1), ctx, self.n_ctx)),
-                self.h12(with_ctx(torch.cat([z1, z2, e], 1), ctx, self.n_ctx)))
+        return (
+            self.h1(with_ctx(torch.cat([z1, e], 1), ctx, self.n_ctx)),
+            self.h2(with_ctx(torch.cat([z2, e], 1), ctx, self.n_ctx)),
+            self.h12(with_ctx(torch.cat([z1, z2, e], 1), ctx, self.n_ctx)),
+        )
 
 
 class _Alignment(nn.Module):
@@ -88,29 +91,44 @@ class _Alignment(nn.Module):
         return class_kernel(self.embed(self.f1, x1, e), self.embed(self.f2, x2, e))
 
 
-def _prepare(samples: Mapping[int, LagSamples], holdout: float, batch_size: int, gen: torch.Generator,
-             dev: torch.device) -> tuple[list[tuple[torch.Tensor, ...]], list[tuple[torch.Tensor, ...]]]:
+def _prepare(
+    samples: Mapping[int, LagSamples],
+    holdout: float,
+    batch_size: int,
+    gen: torch.Generator,
+    dev: torch.device,
+) -> tuple[list[tuple[torch.Tensor, ...]], list[tuple[torch.Tensor, ...]]]:
     train, evals = [], []
     for s in samples.values():
         a, b = standardise(s.x1), standardise(s.x2)
         y = np.asarray(s.y, dtype=np.int64).ravel()
-        c = (np.zeros(len(y), dtype=np.int64) if s.context is None
-             else np.asarray(s.context, dtype=np.int64).ravel())
+        c = (
+            np.zeros(len(y), dtype=np.int64)
+            if s.context is None
+            else np.asarray(s.context, dtype=np.int64).ravel()
+        )
         n = len(y)
         if not (len(a) == len(b) == n) or n < 16:
             raise ValueError("every lag needs x1, x2, y with the same number (≥ 16) of samples")
         perm = torch.randperm(n, generator=gen).numpy()
         n_eval = max(round(holdout * n), min(n // 2, batch_size)) if holdout > 0 else 0
-        tr, ev = (perm[: n - n_eval], perm[n - n_eval:]) if n_eval else (perm, perm)
+        tr, ev = (perm[: n - n_eval], perm[n - n_eval :]) if n_eval else (perm, perm)
         for idx, out in ((tr, train), (ev, evals)):
             out.append(tuple(torch.from_numpy(u[idx]).to(dev) for u in (a, b, y, c)))
     return train, evals
 
 
-def multiscale_pid(samples: Mapping[int, LagSamples], cfg: BatchEstimatorConfig | None = None, *,
-                   n_classes: int | None = None, device: str | torch.device = "auto", seed: int = 0,
-                   holdout: float = 0.2, steps_factor: float = 1.0,
-                   num_threads: int | None = 1) -> dict[int, BatchPID]:
+def multiscale_pid(
+    samples: Mapping[int, LagSamples],
+    cfg: BatchEstimatorConfig | None = None,
+    *,
+    n_classes: int | None = None,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    holdout: float = 0.2,
+    steps_factor: float = 1.0,
+    num_threads: int | None = 1,
+) -> dict[int, BatchPID]:
     """One BATCH model for all lags; returns {lag: BatchPID} (seconds: the run's time shared per lag).
 
     steps_factor scales the training steps relative to one per-lag BATCH fit (1.0: the paper's
@@ -121,9 +139,15 @@ def multiscale_pid(samples: Mapping[int, LagSamples], cfg: BatchEstimatorConfig 
         return _multiscale_pid(samples, cfg, n_classes, dev, seed, holdout, steps_factor)
 
 
-def _multiscale_pid(samples: Mapping[int, LagSamples], cfg: BatchEstimatorConfig | None,
-                    n_classes: int | None, dev: torch.device, seed: int, holdout: float,
-                    steps_factor: float) -> dict[int, BatchPID]:
+def _multiscale_pid(
+    samples: Mapping[int, LagSamples],
+    cfg: BatchEstimatorConfig | None,
+    n_classes: int | None,
+    dev: torch.device,
+    seed: int,
+    holdout: float,
+    steps_factor: float,
+) -> dict[int, BatchPID]:
     t0 = time.perf_counter()
     cfg = cfg or BatchEstimatorConfig()
     lags = list(samples)
@@ -157,8 +181,9 @@ def _multiscale_pid(samples: Mapping[int, LagSamples], cfg: BatchEstimatorConfig
             lag = _lag(li, dev)
             with torch.no_grad():
                 l1, l2, _ = disc(x1, x2, lag, c)
-            loss, it = coupling_terms(align(x1, x2, lag), l1.softmax(-1), l2.softmax(-1),
-                                      c if use_ctx else None, cfg)
+            loss, it = coupling_terms(
+                align(x1, x2, lag), l1.softmax(-1), l2.softmax(-1), c if use_ctx else None, cfg
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -182,18 +207,31 @@ def _multiscale_pid(samples: Mapping[int, LagSamples], cfg: BatchEstimatorConfig
                 out[lag_value] = (i1, i2, i12, iq, len(train[li][2]) + len(ev[2]))
     seconds = (time.perf_counter() - t0) / len(lags)
     mean_iters = float(np.mean(iters)) if iters else 0.0
-    return {lag: BatchPID(redundancy=max(i1 + i2 - iq, 0.0), unique1=max(iq - i2, 0.0),
-                          unique2=max(iq - i1, 0.0), synergy=max(i12 - iq, 0.0), total=max(i12, 0.0),
-                          mi1=i1, mi2=i2, mi_q=iq, n_samples=n, seconds=seconds, sinkhorn_iters=mean_iters)
-            for lag, (i1, i2, i12, iq, n) in out.items()}
+    return {
+        lag: BatchPID(
+            redundancy=max(i1 + i2 - iq, 0.0),
+            unique1=max(iq - i2, 0.0),
+            unique2=max(iq - i1, 0.0),
+            synergy=max(i12 - iq, 0.0),
+            total=max(i12, 0.0),
+            mi1=i1,
+            mi2=i2,
+            mi_q=iq,
+            n_samples=n,
+            seconds=seconds,
+            sinkhorn_iters=mean_iters,
+        )
+        for lag, (i1, i2, i12, iq, n) in out.items()
+    }
 
 
 def _lag(index: int, dev: torch.device) -> torch.Tensor:
     return torch.tensor([index], device=dev)
 
 
-def _draw(train: list[tuple[torch.Tensor, ...]], size: int, gen: torch.Generator,
-          dev: torch.device) -> tuple[int, torch.Tensor]:
+def _draw(
+    train: list[tuple[torch.Tensor, ...]], size: int, gen: torch.Generator, dev: torch.device
+) -> tuple[int, torch.Tensor]:
     """A lag index uniformly at random, then a minibatch without replacement from that lag."""
     li = int(torch.randint(len(train), (1,), generator=gen))
     n = len(train[li][2])

@@ -30,8 +30,13 @@ _DOMINANT: dict[str, dict[int, str]] = {
     "independent": {},
     "persistent_lead1": {1: "U1"},
 }
-_SYMBOLS = {"unique_lag2": 4, "synergy_lag1": 2, "redundancy_lag3": 4, "independent": 4,
-            "persistent_lead1": 3}
+_SYMBOLS = {
+    "unique_lag2": 4,
+    "synergy_lag1": 2,
+    "redundancy_lag3": 4,
+    "independent": 4,
+    "persistent_lead1": 3,
+}
 _BURN = 32
 
 
@@ -50,8 +55,9 @@ class SyntheticTask:
         return self.dominant.get(lag)
 
 
-def _symbols(name: str, n: int, steps: int, rng: np.random.Generator, flip: float
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _symbols(
+    name: str, n: int, steps: int, rng: np.random.Generator, flip: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     k = _SYMBOLS[name]
     x1 = rng.integers(0, k, (n, steps))
     x2 = rng.integers(0, k, (n, steps))
@@ -76,8 +82,17 @@ def _symbols(name: str, n: int, steps: int, rng: np.random.Generator, flip: floa
     return x1, x2, y
 
 
-def make_process(name: str, *, n_windows: int = 200, window: int = 64, continuous: bool = False,
-                 noise: float = 0.25, n_channels: int = 2, flip: float = 0.1, seed: int = 0) -> SyntheticTask:
+def make_process(
+    name: str,
+    *,
+    n_windows: int = 200,
+    window: int = 64,
+    continuous: bool = False,
+    noise: float = 0.25,
+    n_channels: int = 2,
+    flip: float = 0.1,
+    seed: int = 0,
+) -> SyntheticTask:
     """Simulate `n_windows` windows of `window` steps of process `name` (see module docstring)."""
     if name not in PROCESSES:
         raise ValueError(f"unknown process {name!r}; known: {PROCESSES}")
@@ -86,15 +101,21 @@ def make_process(name: str, *, n_windows: int = 200, window: int = 64, continuou
     if continuous:
         # Alternate signs and shrink scales across channels so PC1 has a real direction to find.
         scales = np.array([(-1.0) ** c * (1.0 - 0.3 * c / max(n_channels, 1)) for c in range(n_channels)])
-        chans = [s[..., None] * scales + noise * rng.standard_normal((*s.shape, n_channels))
-                 for s in (x1, x2)]
+        chans = [
+            s[..., None] * scales + noise * rng.standard_normal((*s.shape, n_channels)) for s in (x1, x2)
+        ]
         x = np.concatenate(chans, axis=2)
         mods = {"a": list(range(n_channels)), "b": list(range(n_channels, 2 * n_channels))}
     else:
         x = np.stack([x1, x2], axis=2).astype(np.float64)
         mods = {"a": [0], "b": [1]}
-    return SyntheticTask(name=name, x=x.astype(np.float32), step_labels=y.astype(np.int64),
-                         modalities=mods, dominant=dict(_DOMINANT[name]))
+    return SyntheticTask(
+        name=name,
+        x=x.astype(np.float32),
+        step_labels=y.astype(np.int64),
+        modalities=mods,
+        dominant=dict(_DOMINANT[name]),
+    )
 
 
 def population_joint(name: str, lag: int, *, flip: float = 0.1) -> np.ndarray:
@@ -128,8 +149,13 @@ def true_rus(name: str, lags: list[int], *, flip: float = 0.1) -> dict[int, dict
     return {lag: res.row(i) for i, lag in enumerate(lags)}
 
 
-def finds_ground_truth(rows: dict[int, dict[str, float]], dominant: dict[int, str], *, min_bits: float = 0.5,
-                       max_other: float = 0.1) -> bool:
+def finds_ground_truth(
+    rows: dict[int, dict[str, float]],
+    dominant: dict[int, str],
+    *,
+    min_bits: float = 0.5,
+    max_other: float = 0.1,
+) -> bool:
     """The stated tolerance for "the right component at the right lag": at each lag that carries
     the process's interaction, its component is the largest of R, U1, U2, S and at least
     `min_bits`; at every other lag all components stay below `max_other` bits."""

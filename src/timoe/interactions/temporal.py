@@ -85,10 +85,17 @@ def _check_inputs(x: np.ndarray, modalities: Mapping[str, Sequence[int]]) -> lis
     return names
 
 
-def compute_temporal_rus(x: np.ndarray, step_labels: np.ndarray | None,
-                         modalities: Mapping[str, Sequence[int]], cfg: RusConfig, *,
-                         window_labels: np.ndarray | None = None, sequence_level: bool = False, seed: int = 0,
-                         feature: Feature = "pca") -> pl.DataFrame:
+def compute_temporal_rus(
+    x: np.ndarray,
+    step_labels: np.ndarray | None,
+    modalities: Mapping[str, Sequence[int]],
+    cfg: RusConfig,
+    *,
+    window_labels: np.ndarray | None = None,
+    sequence_level: bool = False,
+    seed: int = 0,
+    feature: Feature = "pca",
+) -> pl.DataFrame:
     """RUS per modality pair (in the order of `modalities`, i<j) and lag, from TRAINING windows only.
 
     x: (N, T, C) training windows; step_labels: (N, T) ints, −1 = ignore (unused when
@@ -99,13 +106,14 @@ def compute_temporal_rus(x: np.ndarray, step_labels: np.ndarray | None,
     t0 = time.perf_counter()
     x = np.asarray(x)
     names = _check_inputs(x, modalities)
-    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
     if sequence_level:
         if window_labels is None or np.asarray(window_labels).shape != x.shape[:1]:
             raise ValueError("sequence_level=True needs window_labels of shape (N,)")
         if cfg.form == "directed":
-            warnings.warn("sequence-level labels have no target past: computing the lagged_mi form",
-                          stacklevel=2)
+            warnings.warn(
+                "sequence-level labels have no target past: computing the lagged_mi form", stacklevel=2
+            )
         labels, form = np.asarray(window_labels), "lagged_mi"
     else:
         if step_labels is None or np.asarray(step_labels).shape != x.shape[:2]:
@@ -113,13 +121,16 @@ def compute_temporal_rus(x: np.ndarray, step_labels: np.ndarray | None,
         labels, form = np.asarray(step_labels), cfg.form
         if form == "directed" and cfg.past_horizon >= x.shape[1]:
             # no target step has its past inside the window: every row would be an empty table
-            raise ValueError(f"rus.past_horizon={cfg.past_horizon} needs windows longer than that "
-                             f"(T = {x.shape[1]})")
+            raise ValueError(
+                f"rus.past_horizon={cfg.past_horizon} needs windows longer than that (T = {x.shape[1]})"
+            )
     if cfg.estimator != "exact":
         rows = neural_rows(x, labels, modalities, pairs, cfg, form, sequence_level, seed)
         return _frame(rows, pairs, t0)
-    feats = {m: ScalarFeature(feature).fit(x[:, :, list(ch)]).transform(x[:, :, list(ch)])
-             for m, ch in modalities.items()}
+    feats = {
+        m: ScalarFeature(feature).fit(x[:, :, list(ch)]).transform(x[:, :, list(ch)])
+        for m, ch in modalities.items()
+    }
     if sequence_level:
         tables, meta = _sequence_tables(feats, labels, pairs, cfg, seed)
     else:
@@ -131,7 +142,7 @@ def compute_temporal_rus(x: np.ndarray, step_labels: np.ndarray | None,
     for pair, lag, weights, n_samples in meta:
         k = len(weights)
         w = weights / weights.sum() if weights.sum() > 0 else weights
-        vals = (w[:, None] * comps[start: start + k]).sum(0)  # conditional PID: strata averaged by p(s)
+        vals = (w[:, None] * comps[start : start + k]).sum(0)  # conditional PID: strata averaged by p(s)
         start += k
         rows.append((f"{pair[0]}|{pair[1]}", lag, *map(float, vals), "exact", form, n_samples))
     return _frame(rows, pairs, t0)
@@ -142,17 +153,24 @@ def _frame(rows: list[tuple[Any, ...]], pairs: list[tuple[str, str]], t0: float)
     rows.sort(key=lambda r: (order[r[0]], r[1]))  # pair-major, then lag
     seconds = (time.perf_counter() - t0) / max(len(rows), 1)
     return pl.DataFrame([(*r, seconds) for r in rows], schema=list(COLUMNS), orient="row").with_columns(
-        pl.col("lag").cast(pl.Int64), pl.col("n_samples").cast(pl.Int64))
+        pl.col("lag").cast(pl.Int64), pl.col("n_samples").cast(pl.Int64)
+    )
 
 
 Meta = list[tuple[tuple[str, str], int, np.ndarray, int]]
 
 
-def _step_tables(feats: dict[str, np.ndarray], labels: np.ndarray, pairs: list[tuple[str, str]],
-                 cfg: RusConfig, seed: int) -> tuple[list[np.ndarray], Meta]:
+def _step_tables(
+    feats: dict[str, np.ndarray], labels: np.ndarray, pairs: list[tuple[str, str]], cfg: RusConfig, seed: int
+) -> tuple[list[np.ndarray], Meta]:
     y, n_classes = label_codes(labels)
-    codes = {m: Discretizer(cfg.n_bins, cfg.discretizer, seed=seed).fit(f.ravel()).transform(f.ravel())
-             .reshape(f.shape) for m, f in feats.items()}
+    codes = {
+        m: Discretizer(cfg.n_bins, cfg.discretizer, seed=seed)
+        .fit(f.ravel())
+        .transform(f.ravel())
+        .reshape(f.shape)
+        for m, f in feats.items()
+    }
     directed = cfg.form == "directed"
     past, n_strata = past_strata(y, n_classes, cfg.past_bins) if directed else (y, 1)
     shape = (cfg.n_bins, cfg.n_bins, n_classes)
@@ -163,14 +181,18 @@ def _step_tables(feats: dict[str, np.ndarray], labels: np.ndarray, pairs: list[t
         strata = past[wi, ti - cfg.past_horizon] if directed else np.zeros(len(wi), dtype=np.int64)
         weights = np.bincount(strata, minlength=n_strata).astype(np.float64)
         for a, b in pairs:
-            tables.append(joint_counts(codes[a][wi, ti - lag], codes[b][wi, ti - lag], ys, shape,
-                                       group=strata, n_groups=n_strata))
+            tables.append(
+                joint_counts(
+                    codes[a][wi, ti - lag], codes[b][wi, ti - lag], ys, shape, group=strata, n_groups=n_strata
+                )
+            )
             meta.append(((a, b), lag, weights, len(ys)))
     return tables, meta
 
 
-def _sequence_tables(feats: dict[str, np.ndarray], labels: np.ndarray, pairs: list[tuple[str, str]],
-                     cfg: RusConfig, seed: int) -> tuple[list[np.ndarray], Meta]:
+def _sequence_tables(
+    feats: dict[str, np.ndarray], labels: np.ndarray, pairs: list[tuple[str, str]], cfg: RusConfig, seed: int
+) -> tuple[list[np.ndarray], Meta]:
     steps = next(iter(feats.values())).shape[1]
     y, n_classes = label_codes(labels)
     shape = (cfg.n_bins, cfg.n_bins, n_classes)
@@ -181,8 +203,11 @@ def _sequence_tables(feats: dict[str, np.ndarray], labels: np.ndarray, pairs: li
         xs = {}
         for m, f in feats.items():  # drop the last τ steps, mean-pool, discretise (fitted on train)
             pooled = f[rows, : steps - lag].mean(1)
-            xs[m] = (Discretizer(cfg.n_bins, cfg.discretizer, seed=seed).fit_transform(pooled)
-                     if len(rows) else np.zeros(0, dtype=np.int64))
+            xs[m] = (
+                Discretizer(cfg.n_bins, cfg.discretizer, seed=seed).fit_transform(pooled)
+                if len(rows)
+                else np.zeros(0, dtype=np.int64)
+            )
         for a, b in pairs:
             tables.append(joint_counts(xs[a], xs[b], ys, shape)[None])
             meta.append(((a, b), lag, np.array([float(len(ys))]), len(ys)))

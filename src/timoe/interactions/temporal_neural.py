@@ -23,9 +23,16 @@ from timoe.interactions.multiscale import LagSamples, multiscale_pid
 _MIN_SAMPLES = 16
 
 
-def _lag_samples(x: np.ndarray, labels: np.ndarray, modalities: Mapping[str, Sequence[int]],
-                 pair: tuple[str, str], cfg: RusConfig, form: str, sequence_level: bool,
-                 seed: int) -> dict[int, LagSamples]:
+def _lag_samples(
+    x: np.ndarray,
+    labels: np.ndarray,
+    modalities: Mapping[str, Sequence[int]],
+    pair: tuple[str, str],
+    cfg: RusConfig,
+    form: str,
+    sequence_level: bool,
+    seed: int,
+) -> dict[int, LagSamples]:
     y, n_classes = label_codes(labels)
     ch1, ch2 = list(modalities[pair[0]]), list(modalities[pair[1]])
     out = {}
@@ -45,15 +52,23 @@ def _lag_samples(x: np.ndarray, labels: np.ndarray, modalities: Mapping[str, Seq
     return out
 
 
-def _row(pair: tuple[str, str], lag: int, est: BatchPID | None, n: int, name: str,
-         form: str) -> tuple[Any, ...]:
+def _row(
+    pair: tuple[str, str], lag: int, est: BatchPID | None, n: int, name: str, form: str
+) -> tuple[Any, ...]:
     vals = (0.0,) * 5 if est is None else (est.redundancy, est.unique1, est.unique2, est.synergy, est.total)
     return (f"{pair[0]}|{pair[1]}", lag, *vals, name, form, n)
 
 
-def neural_rows(x: np.ndarray, labels: np.ndarray, modalities: Mapping[str, Sequence[int]],
-                pairs: list[tuple[str, str]], cfg: RusConfig, form: str, sequence_level: bool,
-                seed: int) -> list[tuple[Any, ...]]:
+def neural_rows(
+    x: np.ndarray,
+    labels: np.ndarray,
+    modalities: Mapping[str, Sequence[int]],
+    pairs: list[tuple[str, str]],
+    cfg: RusConfig,
+    form: str,
+    sequence_level: bool,
+    seed: int,
+) -> list[tuple[Any, ...]]:
     """Rows (pair, lag, R, U1, U2, S, total, estimator, form, n_samples) for cfg.estimator."""
     _, n_classes = label_codes(labels)
     rows = []
@@ -66,7 +81,18 @@ def neural_rows(x: np.ndarray, labels: np.ndarray, modalities: Mapping[str, Sequ
         elif cfg.estimator == "stacked" and usable:
             est = stacked_pid(usable, cfg.batch, n_classes=n_classes, device=cfg.device, seed=seed)
         else:
-            est = {lag: batch_pid(s.x1, s.x2, s.y, cfg.batch, context=s.context, n_classes=n_classes,
-                                  device=cfg.device, seed=seed) for lag, s in usable.items()}
+            est = {
+                lag: batch_pid(
+                    s.x1,
+                    s.x2,
+                    s.y,
+                    cfg.batch,
+                    context=s.context,
+                    n_classes=n_classes,
+                    device=cfg.device,
+                    seed=seed,
+                )
+                for lag, s in usable.items()
+            }
         rows += [_row(pair, lag, est.get(lag), len(s.y), cfg.estimator, form) for lag, s in per_lag.items()]
     return rows

@@ -82,8 +82,9 @@ class LayerAccumulator:
 class RoutingDiagnostics:
     """Accumulates the diagnostics of the module docstring over batches, per MoE layer."""
 
-    def __init__(self, layers: Sequence[int], n_experts: int, n_synergy: int, n_classes: int,
-                 n_regimes: int = 0) -> None:
+    def __init__(
+        self, layers: Sequence[int], n_experts: int, n_synergy: int, n_classes: int, n_regimes: int = 0
+    ) -> None:
         self.layers = list(layers)
         self.n_experts = n_experts
         self.n_synergy = n_synergy
@@ -91,8 +92,14 @@ class RoutingDiagnostics:
         self.acc = [LayerAccumulator(n_experts, n_classes, n_regimes) for _ in self.layers]
 
     @torch.no_grad()
-    def update(self, routes: Sequence[RouterOutput], labels: Tensor, regime: Tensor | None = None,
-               prior: BatchPrior | None = None, synergy_tau: float | None = None) -> None:
+    def update(
+        self,
+        routes: Sequence[RouterOutput],
+        labels: Tensor,
+        regime: Tensor | None = None,
+        prior: BatchPrior | None = None,
+        synergy_tau: float | None = None,
+    ) -> None:
         """routes: one per layer (topk_idx [B, M, T, k]); labels [B]; regime [B] or None."""
         for acc, route in zip(self.acc, routes, strict=True):
             idx = route.topk_idx.cpu()
@@ -101,12 +108,18 @@ class RoutingDiagnostics:
             acc.assignments += idx.numel()
             top1 = idx[..., 0].reshape(b, -1)  # [B, M*T]
             lab = labels.cpu().long()[:, None].expand_as(top1)
-            acc.expert_class.index_put_((top1.reshape(-1), lab.reshape(-1)),
-                                        torch.ones(top1.numel(), dtype=torch.float64), accumulate=True)
+            acc.expert_class.index_put_(
+                (top1.reshape(-1), lab.reshape(-1)),
+                torch.ones(top1.numel(), dtype=torch.float64),
+                accumulate=True,
+            )
             if regime is not None and self.n_regimes:
                 reg = regime.cpu().long()[:, None].expand_as(top1)
-                acc.expert_regime.index_put_((top1.reshape(-1), reg.reshape(-1)),
-                                             torch.ones(top1.numel(), dtype=torch.float64), accumulate=True)
+                acc.expert_regime.index_put_(
+                    (top1.reshape(-1), reg.reshape(-1)),
+                    torch.ones(top1.numel(), dtype=torch.float64),
+                    accumulate=True,
+                )
             s, n = topk_overlap(idx, self.n_experts)
             acc.overlap_sum += s
             acc.overlap_cells += n
@@ -127,16 +140,21 @@ class RoutingDiagnostics:
         """One dict per layer (JSON-ready)."""
         out = []
         for pos, acc in zip(self.layers, self.acc, strict=True):
-            out.append({
-                "layer": pos,
-                "n_eff": effective_experts(acc.usage),
-                "mi_expert_class": mutual_information_bits(acc.expert_class),
-                "mi_expert_regime": mutual_information_bits(acc.expert_regime) if self.n_regimes else None,
-                "topk_overlap": acc.overlap_sum / acc.overlap_cells if acc.overlap_cells else None,
-                "synergy_share": float(acc.usage[: self.n_synergy].sum() / max(1, acc.assignments)),
-                "synergy_share_on_synergy_cells": (acc.synergy_hits / acc.synergy_cells
-                                                   if acc.synergy_cells else None),
-            })
+            out.append(
+                {
+                    "layer": pos,
+                    "n_eff": effective_experts(acc.usage),
+                    "mi_expert_class": mutual_information_bits(acc.expert_class),
+                    "mi_expert_regime": mutual_information_bits(acc.expert_regime)
+                    if self.n_regimes
+                    else None,
+                    "topk_overlap": acc.overlap_sum / acc.overlap_cells if acc.overlap_cells else None,
+                    "synergy_share": float(acc.usage[: self.n_synergy].sum() / max(1, acc.assignments)),
+                    "synergy_share_on_synergy_cells": (
+                        acc.synergy_hits / acc.synergy_cells if acc.synergy_cells else None
+                    ),
+                }
+            )
         return out
 
     def flat_metrics(self, prefix: str) -> dict[str, float]:

@@ -54,8 +54,16 @@ class ModalityEncoder(nn.Module):
     """One modality's channels [B, T, D_m] -> [B, T, d]: linear projection (x sqrt(d), so the
     embedding is not drowned by the unit-scale positional table), positional encoding, blocks."""
 
-    def __init__(self, in_channels: int, d_model: int, n_heads: int, d_ff: int, n_layers: int,
-                 dropout: float, max_len: int) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        n_layers: int,
+        dropout: float,
+        max_len: int,
+    ) -> None:
         super().__init__()
         self.proj = nn.Linear(in_channels, d_model)
         self.scale = math.sqrt(d_model)

@@ -37,8 +37,13 @@ _EPS = 1e-8
 
 
 def loss_weights(cfg: LossConfig) -> dict[str, float]:
-    return {"load": cfg.lambda_load, "z": cfg.lambda_z, "redundancy": cfg.lambda_r,
-            "uniqueness": cfg.lambda_u, "synergy": cfg.lambda_s}
+    return {
+        "load": cfg.lambda_load,
+        "z": cfg.lambda_z,
+        "redundancy": cfg.lambda_r,
+        "uniqueness": cfg.lambda_u,
+        "synergy": cfg.lambda_s,
+    }
 
 
 def jsd(p: Tensor, q: Tensor) -> Tensor:
@@ -95,8 +100,9 @@ def uniqueness_loss(probs: Tensor, U: Tensor, tau: float, soft_width: float | No
     return -_weighted_mean(jsd(probs[:, i], probs[:, j]), w)
 
 
-def synergy_loss(probs: Tensor, S: Tensor, tau: float, n_synergy: int,
-                 soft_width: float | None = None) -> Tensor:
+def synergy_loss(
+    probs: Tensor, S: Tensor, tau: float, n_synergy: int, soft_width: float | None = None
+) -> Tensor:
     """Weighted mean over (b, m1<m2, t) with S > tau of 1 - (P_syn(m1, t) + P_syn(m2, t)) / 2,
     P_syn = router mass on the first n_synergy experts. S [M, M, >=T] or [B, M, M, >=T]."""
     t = probs.shape[2]
@@ -134,8 +140,9 @@ def _loss_probs(route: RouterOutput, cfg: LossConfig) -> Tensor:
     return tempered_probs(route.logits, cfg.temperature) if cfg.probs == "tempered" else route.probs
 
 
-def layer_parts(route: RouterOutput, prior: BatchPrior | None, cfg: LossConfig, n_synergy: int,
-                terms: Iterable[str]) -> dict[str, Tensor]:
+def layer_parts(
+    route: RouterOutput, prior: BatchPrior | None, cfg: LossConfig, n_synergy: int, terms: Iterable[str]
+) -> dict[str, Tensor]:
     """Unweighted loss terms of one MoE layer. The RUS terms need the prior."""
     parts: dict[str, Tensor] = {}
     width = cfg.soft_width if cfg.weighting == "soft" else None
@@ -161,8 +168,14 @@ def layer_parts(route: RouterOutput, prior: BatchPrior | None, cfg: LossConfig, 
     return parts
 
 
-def aux_losses(routes: Sequence[RouterOutput], prior: BatchPrior | None, cfg: LossConfig, n_synergy: int,
-               active: Iterable[str], diagnostic: Iterable[str] = ()) -> tuple[Tensor, dict[str, Tensor]]:
+def aux_losses(
+    routes: Sequence[RouterOutput],
+    prior: BatchPrior | None,
+    cfg: LossConfig,
+    n_synergy: int,
+    active: Iterable[str],
+    diagnostic: Iterable[str] = (),
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Average each term over MoE layers; total = sum_{active} lambda * part.
 
     `diagnostic` terms are computed without gradient and reported in parts only (e.g. the RUS

@@ -97,11 +97,14 @@ class ModelOutput:
 class FusionLayer(nn.Module):
     """Per-modality attention -> mixer over all tokens -> fuse (see module docstring)."""
 
-    def __init__(self, d_model: int, n_heads: int, n_modalities: int, dropout: float,
-                 mixer: MoELayer | FeedForward) -> None:
+    def __init__(
+        self, d_model: int, n_heads: int, n_modalities: int, dropout: float, mixer: MoELayer | FeedForward
+    ) -> None:
         super().__init__()
-        self.attn = nn.ModuleList(nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
-                                  for _ in range(n_modalities))
+        self.attn = nn.ModuleList(
+            nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
+            for _ in range(n_modalities)
+        )
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
@@ -128,9 +131,18 @@ class TimoeModel(nn.Module):
     `provider` holds the per-context RUS bank (RUS models); `regime` reads the true regime
     (oracle). Both act on the raw windows, which a patching wrapper passes as `raw`."""
 
-    def __init__(self, name: str, cfg: ModelConfig, *, n_channels: int, n_timesteps: int, n_classes: int,
-                 modalities: dict[str, list[int]], provider: PriorProvider | None = None,
-                 regime: RegimeReader | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        cfg: ModelConfig,
+        *,
+        n_channels: int,
+        n_timesteps: int,
+        n_classes: int,
+        modalities: dict[str, list[int]],
+        provider: PriorProvider | None = None,
+        regime: RegimeReader | None = None,
+    ) -> None:
         super().__init__()
         if name not in MODEL_SPECS:
             raise ValueError(f"unknown model {name!r}; known: {list(MODEL_SPECS)}")
@@ -162,8 +174,15 @@ class TimoeModel(nn.Module):
                 if spec.router == "dense":
                     mixer: MoELayer | FeedForward = FeedForward(d, cfg.d_ff, cfg.dropout)
                 else:
-                    mixer = MoELayer(d, cfg.d_ff, cfg.n_experts, cfg.n_synergy_experts, cfg.n_heads,
-                                     cfg.dropout, self._router(spec.router, m))
+                    mixer = MoELayer(
+                        d,
+                        cfg.d_ff,
+                        cfg.n_experts,
+                        cfg.n_synergy_experts,
+                        cfg.n_heads,
+                        cfg.dropout,
+                        self._router(spec.router, m),
+                    )
                 layers.append(FusionLayer(d, cfg.n_heads, m, cfg.dropout, mixer))
             else:
                 layers.append(transformer_block(d, cfg.n_heads, cfg.d_ff, cfg.dropout))
@@ -187,8 +206,9 @@ class TimoeModel(nn.Module):
             return OracleRouter(cfg.d_model, e, k, n_modalities, self.regime.n_regimes)
         if kind == "rus":
             r = cfg.router
-            return RusAwareRouter(cfg.d_model, e, k, n_modalities, token_dim=r.token_dim, gru_dim=r.gru_dim,
-                                  kv_dim=r.kv_dim)
+            return RusAwareRouter(
+                cfg.d_model, e, k, n_modalities, token_dim=r.token_dim, gru_dim=r.gru_dim, kv_dim=r.kv_dim
+            )
         raise ValueError(f"unknown router kind {kind!r}")
 
     @property
@@ -217,8 +237,10 @@ class TimoeModel(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.n_channels:
             raise ValueError(f"expected input [B, T, {self.n_channels}], got {tuple(x.shape)}")
         context = self.routing_context(x, raw, shift)
-        h = torch.stack([enc(x.index_select(-1, getattr(self, f"channels_{k}")))
-                         for k, enc in enumerate(self.encoders)], dim=1)  # [B, M, T, d]
+        h = torch.stack(
+            [enc(x.index_select(-1, getattr(self, f"channels_{k}"))) for k, enc in enumerate(self.encoders)],
+            dim=1,
+        )  # [B, M, T, d]
         b, m, t, d = h.shape
         routes: list[RouterOutput] = []
         for layer in self.layers:
@@ -232,15 +254,24 @@ class TimoeModel(nn.Module):
         if not routes:
             return ModelOutput(logits, logits.new_zeros(()), {}, None, [], context)
         diagnostic = RUS_TERMS if context.prior is not None else frozenset()
-        aux, parts = aux_losses(routes, context.prior, self.cfg.losses, self.n_synergy, self.spec.losses,
-                                diagnostic)
+        aux, parts = aux_losses(
+            routes, context.prior, self.cfg.losses, self.n_synergy, self.spec.losses, diagnostic
+        )
         stats = RoutingStats.from_routes(self.moe_positions, routes, self.n_synergy)
         return ModelOutput(logits, aux, parts, stats, routes, context)
 
 
-def build_model(name: str, cfg: ModelConfig, *, n_channels: int, n_timesteps: int, n_classes: int,
-                modalities: dict[str, list[int]], rus: RusPrior | PriorProvider | None = None,
-                regime: RegimeReader | None = None) -> TimoeModel:
+def build_model(
+    name: str,
+    cfg: ModelConfig,
+    *,
+    n_channels: int,
+    n_timesteps: int,
+    n_classes: int,
+    modalities: dict[str, list[int]],
+    rus: RusPrior | PriorProvider | None = None,
+    regime: RegimeReader | None = None,
+) -> TimoeModel:
     """Build a model by name (config.MODEL_NAMES). RUS models need `rus`: a PriorProvider (the
     per-context bank, raw-step tables) or a single RusPrior at the model's step resolution; other
     models use it only for diagnostic loss parts. The oracle needs `regime`."""
@@ -262,8 +293,9 @@ def build_model(name: str, cfg: ModelConfig, *, n_channels: int, n_timesteps: in
         if rus.n_modalities != len(modalities):
             raise ValueError(f"RUS prior has {rus.n_modalities} modalities, the data {len(modalities)}")
         if rus.modality_names is not None and list(rus.modality_names) != list(modalities):
-            raise ValueError(f"RUS prior modalities {list(rus.modality_names)} differ from the data's "
-                             f"{list(modalities)}")
+            raise ValueError(
+                f"RUS prior modalities {list(rus.modality_names)} differ from the data's {list(modalities)}"
+            )
         if rus.n_timesteps < n_timesteps:
             raise ValueError(f"RUS prior covers {rus.n_timesteps} steps, the windows {n_timesteps}")
         if spec.shuffle_rus:
@@ -274,10 +306,19 @@ def build_model(name: str, cfg: ModelConfig, *, n_channels: int, n_timesteps: in
         if provider.n_modalities != len(modalities):
             raise ValueError(f"RUS prior has {provider.n_modalities} modalities, the data {len(modalities)}")
         if provider.n_raw_steps // provider.patch < n_timesteps:
-            raise ValueError(f"RUS prior covers {provider.n_raw_steps // provider.patch} steps, the windows "
-                             f"{n_timesteps}")
-    return TimoeModel(name, cfg, n_channels=n_channels, n_timesteps=n_timesteps, n_classes=n_classes,
-                      modalities=modalities, provider=provider, regime=regime if spec.needs_regime else None)
+            raise ValueError(
+                f"RUS prior covers {provider.n_raw_steps // provider.patch} steps, the windows {n_timesteps}"
+            )
+    return TimoeModel(
+        name,
+        cfg,
+        n_channels=n_channels,
+        n_timesteps=n_timesteps,
+        n_classes=n_classes,
+        modalities=modalities,
+        provider=provider,
+        regime=regime if spec.needs_regime else None,
+    )
 
 
 def needs_rus(model_name: str) -> bool:

@@ -64,8 +64,16 @@ class MoEOutput:
 class MoELayer(nn.Module):
     """Router + experts; the first `n_synergy` experts are SynergyExperts, the rest FFNs."""
 
-    def __init__(self, d_model: int, d_ff: int, n_experts: int, n_synergy: int, n_heads: int,
-                 dropout: float, router: Router) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        d_ff: int,
+        n_experts: int,
+        n_synergy: int,
+        n_heads: int,
+        dropout: float,
+        router: Router,
+    ) -> None:
         super().__init__()
         if n_synergy > n_experts:
             raise ValueError("n_synergy exceeds n_experts")
@@ -75,7 +83,8 @@ class MoELayer(nn.Module):
         self.n_experts = n_experts
         self.n_synergy = n_synergy
         self.experts = nn.ModuleList(
-            SynergyExpert(d_model, d_ff, n_heads, dropout) if e < n_synergy
+            SynergyExpert(d_model, d_ff, n_heads, dropout)
+            if e < n_synergy
             else FeedForward(d_model, d_ff, dropout)
             for e in range(n_experts)
         )

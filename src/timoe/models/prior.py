@@ -94,8 +94,9 @@ def shuffle_table(df: pl.DataFrame, seed: int) -> pl.DataFrame:
     return df.with_columns([df[c].gather(perm).alias(c) for c in cols])
 
 
-def bank_from_table(df: pl.DataFrame, modality_names: list[str], n_raw_steps: int,
-                    mapping: LagMapping) -> tuple[Tensor, Tensor, Tensor]:
+def bank_from_table(
+    df: pl.DataFrame, modality_names: list[str], n_raw_steps: int, mapping: LagMapping
+) -> tuple[Tensor, Tensor, Tensor]:
     """The quantify table (optional `context` column, 0..K-1) -> U [K, M, Tr], R, S [K, M, M, Tr].
 
     Lags are in raw steps and mapped onto raw steps (models.rus); pooling to tokens happens per
@@ -107,8 +108,11 @@ def bank_from_table(df: pl.DataFrame, modality_names: list[str], n_raw_steps: in
     for k in contexts:
         part = df.filter(pl.col("context") == k) if "context" in df.columns else df
         priors.append(RusPrior.from_table(part, modality_names, n_raw_steps, mapping))
-    return (torch.stack([p.U for p in priors]), torch.stack([p.R for p in priors]),
-            torch.stack([p.S for p in priors]))
+    return (
+        torch.stack([p.U for p in priors]),
+        torch.stack([p.R for p in priors]),
+        torch.stack([p.S for p in priors]),
+    )
 
 
 class ContextAssigner(nn.Module):
@@ -117,8 +121,9 @@ class ContextAssigner(nn.Module):
     channels [F/2] modality channel indices; mean, std [F] feature standardisation (training
     windows); centroids [K, F] in standardised space. forward(x [B, Tr, C]) -> [B] long."""
 
-    def __init__(self, channels: list[int], mean: list[float], std: list[float],
-                 centroids: list[list[float]]) -> None:
+    def __init__(
+        self, channels: list[int], mean: list[float], std: list[float], centroids: list[list[float]]
+    ) -> None:
         super().__init__()
         self.register_buffer("channels", torch.tensor(channels, dtype=torch.long))
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
@@ -163,13 +168,15 @@ class PriorProvider(nn.Module):
 
     Buffers, so `.to(device)` moves them and checkpoints record the train-split priors."""
 
-    def __init__(self, U: Tensor, R: Tensor, S: Tensor, patch: int,
-                 assigner: ContextAssigner | None = None) -> None:
+    def __init__(
+        self, U: Tensor, R: Tensor, S: Tensor, patch: int, assigner: ContextAssigner | None = None
+    ) -> None:
         super().__init__()
         k, m, t = U.shape
         if tuple(R.shape) != (k, m, m, t) or tuple(S.shape) != (k, m, m, t):
-            raise ValueError(f"R and S must be [K, M, M, Tr] = {(k, m, m, t)}, got {tuple(R.shape)}, "
-                             f"{tuple(S.shape)}")
+            raise ValueError(
+                f"R and S must be [K, M, M, Tr] = {(k, m, m, t)}, got {tuple(R.shape)}, {tuple(S.shape)}"
+            )
         if assigner is None and k != 1:
             raise ValueError(f"a bank of {k} contexts needs a context assigner")
         if assigner is not None and assigner.centroids.shape[0] != k:

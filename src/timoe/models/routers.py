@@ -97,8 +97,11 @@ class LaplaceRouter(Router):
         self.centres = nn.Parameter(torch.randn(n_experts, d_model))
 
     def compute_logits(self, tokens: Tensor, context: RoutingContext | None = None) -> Tensor:
-        sq = (tokens * tokens).sum(-1, keepdim=True) + (self.centres * self.centres).sum(-1) \
+        sq = (
+            (tokens * tokens).sum(-1, keepdim=True)
+            + (self.centres * self.centres).sum(-1)
             - 2.0 * tokens @ self.centres.t()
+        )
         # The clamp keeps sqrt's gradient finite when a token sits on a centre.
         return -sq.clamp_min(1e-6).sqrt()
 
@@ -111,14 +114,16 @@ def modality_expert_mask(n_modalities: int, n_experts: int, n_shared: int) -> Te
     split into M contiguous private blocks (any remainder joins the last block)."""
     private = n_experts - n_shared
     if private < n_modalities:
-        raise ValueError(f"modality routing needs >= 1 private expert per modality: {n_experts} experts, "
-                         f"{n_shared} shared, {n_modalities} modalities")
+        raise ValueError(
+            f"modality routing needs >= 1 private expert per modality: {n_experts} experts, "
+            f"{n_shared} shared, {n_modalities} modalities"
+        )
     allowed = torch.zeros(n_modalities, n_experts, dtype=torch.bool)
     allowed[:, :n_shared] = True
     block = private // n_modalities
     for m in range(n_modalities):
         stop = n_experts if m == n_modalities - 1 else n_shared + (m + 1) * block
-        allowed[m, n_shared + m * block: stop] = True
+        allowed[m, n_shared + m * block : stop] = True
     return allowed
 
 
@@ -144,12 +149,14 @@ class HashRouter(Router):
     once from a fixed generator, with equal weights; nothing is learned. Any claim that routing
     helps must beat this."""
 
-    def __init__(self, d_model: int, n_experts: int, top_k: int, n_modalities: int, max_steps: int,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, d_model: int, n_experts: int, top_k: int, n_modalities: int, max_steps: int, seed: int = 0
+    ) -> None:
         super().__init__(d_model, n_experts, top_k)
         gen = torch.Generator().manual_seed(seed)
-        table = torch.stack([torch.randperm(n_experts, generator=gen)[:top_k]
-                             for _ in range(n_modalities * max_steps)]).view(n_modalities, max_steps, top_k)
+        table = torch.stack(
+            [torch.randperm(n_experts, generator=gen)[:top_k] for _ in range(n_modalities * max_steps)]
+        ).view(n_modalities, max_steps, top_k)
         self.register_buffer("table", table)
 
     def compute_logits(self, tokens: Tensor, context: RoutingContext | None = None) -> Tensor:
@@ -202,12 +209,21 @@ class RusAwareRouter(Router):
     between kinds of windows.
     """
 
-    def __init__(self, d_model: int, n_experts: int, top_k: int, n_modalities: int, token_dim: int = 64,
-                 gru_dim: int = 64, kv_dim: int = 32) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        n_experts: int,
+        top_k: int,
+        n_modalities: int,
+        token_dim: int = 64,
+        gru_dim: int = 64,
+        kv_dim: int = 32,
+    ) -> None:
         super().__init__(d_model, n_experts, top_k)
         self.n_modalities = n_modalities
-        self.register_buffer("self_mask", torch.eye(n_modalities, dtype=torch.bool)[None, :, None, :],
-                             persistent=False)
+        self.register_buffer(
+            "self_mask", torch.eye(n_modalities, dtype=torch.bool)[None, :, None, :], persistent=False
+        )
         self.gate = nn.Linear(d_model, n_experts, bias=False)
         self.token = nn.Linear(d_model, token_dim)
         self.query = nn.Parameter(torch.randn(n_modalities, kv_dim) / math.sqrt(kv_dim))
@@ -215,8 +231,9 @@ class RusAwareRouter(Router):
         self.value = nn.Linear(2, kv_dim)
         self.kv_scale = 1.0 / math.sqrt(kv_dim)
         self.gru = nn.GRU(1 + kv_dim, gru_dim, batch_first=True)
-        self.mlp = nn.Sequential(nn.Linear(token_dim + gru_dim, token_dim), nn.ReLU(),
-                                 nn.Linear(token_dim, n_experts))
+        self.mlp = nn.Sequential(
+            nn.Linear(token_dim + gru_dim, token_dim), nn.ReLU(), nn.Linear(token_dim, n_experts)
+        )
 
     def interaction_path(self, U: Tensor, R: Tensor, S: Tensor) -> Tensor:
         """Per-context tables U [K, M, T], R, S [K, M, M, T] -> g [K, M, T, gru_dim]."""
@@ -238,8 +255,10 @@ class RusAwareRouter(Router):
             raise ValueError("the RUS-aware router needs a per-window prior (context.prior)")
         (U, R, S), ctx, shift = context.prior.per_context()
         if m != self.n_modalities or U.shape[1] != m:
-            raise ValueError(f"router built for {self.n_modalities} modalities, got tokens of {m} and a "
-                             f"prior of {U.shape[1]}")
+            raise ValueError(
+                f"router built for {self.n_modalities} modalities, got tokens of {m} and a "
+                f"prior of {U.shape[1]}"
+            )
         if t > U.shape[-1]:
             raise ValueError(f"RUS prior covers {U.shape[-1]} steps, input has {t}")
         g = self.interaction_path(U[..., :t], R[..., :t], S[..., :t])[ctx]  # [B, M, T, G]

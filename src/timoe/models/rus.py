@@ -183,8 +183,9 @@ class RusPrior:
                 values=torch.tensor([[v / counts[k] for v in sums[k]] for k in keys], dtype=torch.float32),
             )
         else:
-            table = PairLagTable(torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, dtype=torch.long),
-                                 torch.zeros(0, 4))
+            table = PairLagTable(
+                torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0, 4)
+            )
         U, R, S = _build_tensors(table, len(modality_names), n_timesteps, mapping)
         return cls(U, R, S, tuple(modality_names), mapping, table)
 

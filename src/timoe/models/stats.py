@@ -39,8 +39,9 @@ class RoutingStats:
     n_synergy: int
 
     @classmethod
-    def from_routes(cls, layers: Sequence[int], routes: Sequence[RouterOutput],
-                    n_synergy: int) -> RoutingStats:
+    def from_routes(
+        cls, layers: Sequence[int], routes: Sequence[RouterOutput], n_synergy: int
+    ) -> RoutingStats:
         with torch.no_grad():
             usage_t, prob_sum, entropy_sum = [], [], []
             for r in routes:
@@ -52,16 +53,29 @@ class RoutingStats:
                 entropy_sum.append(ent.sum(dim=(0, 2)))
             ut = torch.stack(usage_t).cpu()
             b, _, t, _ = routes[0].probs.shape
-            return cls(list(layers), ut.sum(2), ut, torch.stack(prob_sum).cpu(),
-                       torch.stack(entropy_sum).cpu(), b * t, n_synergy)
+            return cls(
+                list(layers),
+                ut.sum(2),
+                ut,
+                torch.stack(prob_sum).cpu(),
+                torch.stack(entropy_sum).cpu(),
+                b * t,
+                n_synergy,
+            )
 
     def merge(self, other: RoutingStats) -> RoutingStats:
         """Sum of two batches' statistics (same model)."""
         if self.layers != other.layers or self.usage_t.shape != other.usage_t.shape:
             raise ValueError("routing statistics of different layouts cannot be merged")
-        return RoutingStats(self.layers, self.usage + other.usage, self.usage_t + other.usage_t,
-                            self.prob_sum + other.prob_sum, self.entropy_sum + other.entropy_sum,
-                            self.n_tokens + other.n_tokens, self.n_synergy)
+        return RoutingStats(
+            self.layers,
+            self.usage + other.usage,
+            self.usage_t + other.usage_t,
+            self.prob_sum + other.prob_sum,
+            self.entropy_sum + other.entropy_sum,
+            self.n_tokens + other.n_tokens,
+            self.n_synergy,
+        )
 
     @property
     def prob_mean(self) -> Tensor:
@@ -96,8 +110,9 @@ def regime_masks(rus: RusPrior, cfg: LossConfig) -> dict[str, Tensor]:
     return {"redundancy": red, "uniqueness": uni, "synergy": syn, "none": ~(red | uni | syn)}
 
 
-def interaction_regime_usage(stats: RoutingStats, rus: RusPrior, cfg: LossConfig,
-                             modality_names: Sequence[str] | None = None) -> dict[str, Any]:
+def interaction_regime_usage(
+    stats: RoutingStats, rus: RusPrior, cfg: LossConfig, modality_names: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Expert usage per modality, per token regime and per modality pair, JSON-ready.
 
     regimes: for each token regime (see `regime_masks`) the number of (modality, step) cells in it,
@@ -121,8 +136,13 @@ def interaction_regime_usage(stats: RoutingStats, rus: RusPrior, cfg: LossConfig
             "synergy_share": float(overall[:n_syn].sum()) if n_syn else 0.0,
         }
 
-    names = list(modality_names) if modality_names is not None else (
-        list(rus.modality_names) if rus.modality_names else [str(m) for m in range(stats.usage.shape[1])])
+    names = (
+        list(modality_names)
+        if modality_names is not None
+        else (
+            list(rus.modality_names) if rus.modality_names else [str(m) for m in range(stats.usage.shape[1])]
+        )
+    )
     regimes = {}
     for name, mask in masks.items():
         counts = (stats.usage_t * mask[None, :, :, None].to(stats.usage_t.dtype)).sum(dim=(1, 2))  # [L, E]
@@ -138,8 +158,10 @@ def interaction_regime_usage(stats: RoutingStats, rus: RusPrior, cfg: LossConfig
             }
             both = stats.usage_t[:, i] + stats.usage_t[:, j]  # [L, T, E]
             pairs[f"{names[i]}|{names[j]}"] = {
-                name: {"steps": int(mask.sum()),
-                       **summarise((both * mask[None, :, None].to(both.dtype)).sum(1))}
+                name: {
+                    "steps": int(mask.sum()),
+                    **summarise((both * mask[None, :, None].to(both.dtype)).sum(1)),
+                }
                 for name, mask in cells.items()
             }
     return {

@@ -57,8 +57,15 @@ def plot_heatmaps(table: pl.DataFrame, names: list[str], counts: list[int], out:
             im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0.0, vmax=vmax)
             if len(lags) <= 8:
                 for (i, j), v in np.ndenumerate(grid):
-                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                            color="black" if v > 0.6 * vmax else "white")
+                    ax.text(
+                        j,
+                        i,
+                        f"{v:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="black" if v > 0.6 * vmax else "white",
+                    )
             ax.set_yticks(range(len(COMPONENTS)), COMPONENTS)
             ax.set_xticks(range(len(lags)), [str(v) for v in lags], fontsize=7)
             ax.set_xlabel("lag (steps)", fontsize=8)
@@ -77,9 +84,17 @@ def context_channels(modalities: dict[str, list[int]]) -> list[int]:
     return [c for chans in modalities.values() for c in chans]
 
 
-def rus_by_context(x: np.ndarray, step_labels: np.ndarray, window_labels: np.ndarray, ids: np.ndarray,
-                   names: list[str], modalities: dict[str, list[int]], rc: RusConfig, seed: int,
-                   precomputed: pl.DataFrame | None = None) -> tuple[pl.DataFrame, list[float]]:
+def rus_by_context(
+    x: np.ndarray,
+    step_labels: np.ndarray,
+    window_labels: np.ndarray,
+    ids: np.ndarray,
+    names: list[str],
+    modalities: dict[str, list[int]],
+    rc: RusConfig,
+    seed: int,
+    precomputed: pl.DataFrame | None = None,
+) -> tuple[pl.DataFrame, list[float]]:
     """compute_temporal_rus on each context's training windows; rows gain an int `context` column.
 
     x: [N, T, C] training windows; step_labels [N, T]; window_labels, ids: [N].  A (context, lag)
@@ -100,9 +115,15 @@ def rus_by_context(x: np.ndarray, step_labels: np.ndarray, window_labels: np.nda
         if precomputed is not None and len(rows) == len(ids):  # one context = all windows: same table
             table = precomputed
         else:
-            table = compute_temporal_rus(x[rows], step_labels[rows], modalities, rc,
-                                         window_labels=window_labels[rows], seed=seed,
-                                         feature=rc.feature).drop("seconds")
+            table = compute_temporal_rus(
+                x[rows],
+                step_labels[rows],
+                modalities,
+                rc,
+                window_labels=window_labels[rows],
+                seed=seed,
+                feature=rc.feature,
+            ).drop("seconds")
         seconds.append(time.perf_counter() - t0)
         _check_samples(table, name, len(rows), rc.min_context_samples)
         frames.append(table.with_columns(pl.lit(c, dtype=pl.Int64).alias("context")))
@@ -114,9 +135,11 @@ def _check_samples(table: pl.DataFrame, name: str, n_windows: int, minimum: int)
     thin = table.filter(pl.col("n_samples") < minimum).unique("lag").sort("lag")
     if thin.height:
         detail = ", ".join(f"lag {r['lag']}: {r['n_samples']}" for r in thin.iter_rows(named=True))
-        raise ConfigError(f"context {name} ({n_windows} training windows) has too few samples for a RUS "
-                         f"estimate ({detail}; rus.min_context_samples={minimum}): lower rus.n_contexts, "
-                         "raise rus.min_context_windows, or drop the long lags")
+        raise ConfigError(
+            f"context {name} ({n_windows} training windows) has too few samples for a RUS "
+            f"estimate ({detail}; rus.min_context_samples={minimum}): lower rus.n_contexts, "
+            "raise rus.min_context_windows, or drop the long lags"
+        )
 
 
 def _metrics(table: pl.DataFrame, dataset_table: pl.DataFrame, names: list[str]) -> dict[str, float]:
@@ -142,17 +165,37 @@ def estimate(params: Params, train: PreparedData) -> dict[str, Any]:
     rc, seed = params.rus, params.data.seed
     modalities = {m: list(ch) for m, ch in train.meta["modalities"].items()}
     t0 = time.perf_counter()
-    dataset_table = compute_temporal_rus(train.x, train.step_labels, modalities, rc,
-                                         window_labels=train.label, seed=seed,
-                                         feature=rc.feature).drop("seconds")
+    dataset_table = compute_temporal_rus(
+        train.x, train.step_labels, modalities, rc, window_labels=train.label, seed=seed, feature=rc.feature
+    ).drop("seconds")
     t1 = time.perf_counter()
-    spec, ids = fit_contexts(train.x, train.subject, context_channels(modalities), rc.scope, rc.n_contexts,
-                             seed, min_size=rc.min_context_windows)
+    spec, ids = fit_contexts(
+        train.x,
+        train.subject,
+        context_channels(modalities),
+        rc.scope,
+        rc.n_contexts,
+        seed,
+        min_size=rc.min_context_windows,
+    )
     t2 = time.perf_counter()
-    table, per_context = rus_by_context(train.x, train.step_labels, train.label, ids, spec.names, modalities,
-                                        rc, seed, precomputed=dataset_table)
-    seconds = {"dataset_table": t1 - t0, "fit_contexts": t2 - t1, "per_context": per_context,
-               "total": time.perf_counter() - t0}
+    table, per_context = rus_by_context(
+        train.x,
+        train.step_labels,
+        train.label,
+        ids,
+        spec.names,
+        modalities,
+        rc,
+        seed,
+        precomputed=dataset_table,
+    )
+    seconds = {
+        "dataset_table": t1 - t0,
+        "fit_contexts": t2 - t1,
+        "per_context": per_context,
+        "total": time.perf_counter() - t0,
+    }
     return {"dataset_table": dataset_table, "spec": spec, "ids": ids, "table": table, "seconds": seconds}
 
 
@@ -187,9 +230,11 @@ def run_quantify(params: Params, *, dataset: str, data_dir: Path, out_dir: Path)
         ):
             if rc.form == "directed" and labels_constant_within_windows(train.step_labels):
                 # true for any rus.past_horizon: Y_{t-h} lies in the same window, so it fixes Y_t too
-                note = ("rus.form is 'directed' but every training window holds one label, so Y_t is "
-                        "determined by Y_{t-1} (and by Y_{t-h} for any rus.past_horizon h) and all "
-                        "directed RUS terms are 0; use 'lagged_mi' here")
+                note = (
+                    "rus.form is 'directed' but every training window holds one label, so Y_t is "
+                    "determined by Y_{t-1} (and by Y_{t-h} for any rus.past_horizon h) and all "
+                    "directed RUS terms are 0; use 'lagged_mi' here"
+                )
                 print(f"timoe: warning: {note}", file=sys.stderr)
                 mlflow.set_tag("warning", note)
             res = estimate(params, train)

@@ -71,8 +71,9 @@ def routing_summary(
             return None  # a dense model has no experts
         stats = out.routing if stats is None else stats.merge(out.routing)
         if diag is None:
-            diag = RoutingDiagnostics(out.routing.layers, out.routing.usage.shape[-1], out.routing.n_synergy,
-                                      n_classes, n_regimes)
+            diag = RoutingDiagnostics(
+                out.routing.layers, out.routing.usage.shape[-1], out.routing.n_synergy, n_classes, n_regimes
+            )
         regime = regime_of(xb, truth) if n_regimes else None
         prior = out.context.prior if out.context is not None else None
         tau = params.model.losses.tau_s
@@ -232,8 +233,9 @@ def run_train(params: Params, job: TrainJob, *, progress: bool = False) -> dict[
             for split_name, part in (("val", va), ("test", te)):
                 prob = predict(model, part.x, device)
                 if not np.isfinite(prob).all():  # NaN argmaxes to class 0: a chance-level "result"
-                    raise NonFiniteError(f"non-finite {split_name} predictions of the selected model: "
-                                         f"{NON_FINITE_HINT}")
+                    raise NonFiniteError(
+                        f"non-finite {split_name} predictions of the selected model: {NON_FINITE_HINT}"
+                    )
                 pred = prob.argmax(axis=1) if len(prob) else np.zeros(0, dtype=np.int64)
                 for k, v in classification_metrics(part.label, pred, n_classes).items():
                     summary[f"{split_name}_{k}"] = v
@@ -273,11 +275,20 @@ def run_train(params: Params, job: TrainJob, *, progress: bool = False) -> dict[
             routing = routing_summary(model, te.x, te.label, n_classes, device, eff, meta)
             if routing is not None:
                 d = routing["diagnostics"]
-                mlflow.log_metrics({"test_random_routing_accuracy": d["random_routing_accuracy"],
-                                    "test_random_routing_drop": d["random_routing_drop"]})
+                mlflow.log_metrics(
+                    {
+                        "test_random_routing_accuracy": d["random_routing_accuracy"],
+                        "test_random_routing_drop": d["random_routing_drop"],
+                    }
+                )
                 for row in d["per_layer"]:
-                    mlflow.log_metrics({f"test_{k}_l{row['layer']}": float(v) for k, v in row.items()
-                                        if k != "layer" and v is not None})
+                    mlflow.log_metrics(
+                        {
+                            f"test_{k}_l{row['layer']}": float(v)
+                            for k, v in row.items()
+                            if k != "layer" and v is not None
+                        }
+                    )
             if routing is not None:
                 save_json(tmp / "routing.json", routing)
             _plot_curves(result.history, tmp / "curves.png")

@@ -139,8 +139,9 @@ def _regime(xb: torch.Tensor, channels: tuple[int, ...]) -> torch.Tensor | None:
     return regime_of(xb, list(channels)) if channels else None
 
 
-def random_routing_drop(model: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device,
-                        accuracy: float) -> float:
+def random_routing_drop(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device, accuracy: float
+) -> float:
     """Accuracy minus the accuracy with uniform-random routing (its own generator, so the
     training RNG stream, and with it every later epoch, is untouched)."""
     from timoe.models.diagnostics import random_routing
@@ -150,8 +151,9 @@ def random_routing_drop(model: nn.Module, x: np.ndarray, y: np.ndarray, device: 
     return accuracy - float((prob.argmax(axis=1) == y).mean()) if len(prob) else float("nan")
 
 
-def augment_batch(xb: torch.Tensor, settings: LoopSettings,
-                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+def augment_batch(
+    xb: torch.Tensor, settings: LoopSettings, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Random gain per (window, channel), additive noise, and a circular shift per window.
 
     xb [B, T, C] on the CPU; the draws come from `gen` (the epoch's generator), so they are
@@ -222,8 +224,9 @@ def _set_aside(checkpoint: Path, err: BaseException) -> None:
     )
 
 
-def _apply_checkpoint(state: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
-                      result: TrainResult) -> tuple[int, int]:
+def _apply_checkpoint(
+    state: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer, sched: Any, result: TrainResult
+) -> tuple[int, int]:
     """Load a checkpoint's states into the run; (start epoch, bad epochs)."""
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
@@ -237,8 +240,9 @@ def _apply_checkpoint(state: dict[str, Any], model: nn.Module, opt: torch.optim.
     return result.resumed_from_epoch, int(state["bad_epochs"])
 
 
-def _resume(checkpoint: Path, key: str, model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
-            result: TrainResult) -> tuple[int, int]:
+def _resume(
+    checkpoint: Path, key: str, model: nn.Module, opt: torch.optim.Optimizer, sched: Any, result: TrainResult
+) -> tuple[int, int]:
     """Resume from a checkpoint written under `key`: (start epoch, bad epochs); (0, 0) to start
     afresh. An unreadable one is set aside, and whatever it half-loaded is put back."""
     before = (_clone_state(model), opt.state_dict(), sched.state_dict(), torch.get_rng_state())
@@ -347,7 +351,8 @@ def train(
         _check_validation(val_prob, metrics, settings.selection_metric, epoch)
         if routing is not None and len(val_prob):
             metrics["val_random_routing_drop"] = random_routing_drop(
-                model, x_val, y_val, device, float((val_pred == y_val).mean()))
+                model, x_val, y_val, device, float((val_pred == y_val).mean())
+            )
         metrics["lr"] = float(sched.get_last_lr()[0])
         metrics["epoch"] = float(epoch)
         result.history.append(metrics)
