@@ -50,6 +50,25 @@ class BatchPID:
     seconds: float
     sinkhorn_iters: float  # mean Sinkhorn iterations per alignment step (tolerance stop)
 
+    @classmethod
+    def from_informations(
+        cls, i1: float, i2: float, i12: float, iq: float, n_samples: int, seconds: float, iters: float
+    ) -> BatchPID:
+        """The decomposition from I(X1;Y), I(X2;Y), I(X1,X2;Y) and min_q I_q (bits), clipped at 0."""
+        return cls(
+            redundancy=max(i1 + i2 - iq, 0.0),
+            unique1=max(iq - i2, 0.0),
+            unique2=max(iq - i1, 0.0),
+            synergy=max(i12 - iq, 0.0),
+            total=max(i12, 0.0),
+            mi1=i1,
+            mi2=i2,
+            mi_q=iq,
+            n_samples=n_samples,
+            seconds=seconds,
+            sinkhorn_iters=iters,
+        )
+
     def row(self) -> dict[str, float]:
         return {
             "R": self.redundancy,
@@ -336,19 +355,8 @@ def _batch_pid(
                 vals = torch.stack([m1, kl_rows(p2, pr).mean(), kl_rows(p12, pr).mean(), m1 + cond])
                 sums += vals.double().cpu() * len(idx)
         i1, i2, i12, iq = (sums / len(ev[2]) / LN2).tolist()
-    return BatchPID(
-        redundancy=max(i1 + i2 - iq, 0.0),
-        unique1=max(iq - i2, 0.0),
-        unique2=max(iq - i1, 0.0),
-        synergy=max(i12 - iq, 0.0),
-        total=max(i12, 0.0),
-        mi1=i1,
-        mi2=i2,
-        mi_q=iq,
-        n_samples=n,
-        seconds=time.perf_counter() - t0,
-        sinkhorn_iters=float(np.mean(iters_used)) if iters_used else 0.0,
-    )
+    iters = float(np.mean(iters_used)) if iters_used else 0.0
+    return BatchPID.from_informations(i1, i2, i12, iq, n, time.perf_counter() - t0, iters)
 
 
 def with_ctx(x: torch.Tensor, ctx: torch.Tensor, n_ctx: int) -> torch.Tensor:

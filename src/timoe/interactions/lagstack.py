@@ -265,19 +265,7 @@ def _stacked_pid(
     seconds = (time.perf_counter() - t0) / len(lags)
     mean_iters = float(np.mean(iters)) if iters else 0.0
     return {
-        lag: BatchPID(
-            redundancy=max(i1 + i2 - iq, 0.0),
-            unique1=max(iq - i2, 0.0),
-            unique2=max(iq - i1, 0.0),
-            synergy=max(i12 - iq, 0.0),
-            total=max(i12, 0.0),
-            mi1=i1,
-            mi2=i2,
-            mi_q=iq,
-            n_samples=n,
-            seconds=seconds,
-            sinkhorn_iters=mean_iters,
-        )
+        lag: BatchPID.from_informations(i1, i2, i12, iq, n, seconds, mean_iters)
         for lag, (i1, i2, i12, iq, n) in out.items()
     }
 
