@@ -3,6 +3,7 @@ and the timing code runs CPU against CPU at tiny sizes so it is ready for a GPU.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -22,7 +23,7 @@ def test_gpu_script_says_no_cuda_and_exits_0() -> None:
         text=True,
         timeout=120,
         check=False,
-        env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"},
+        env={"PYTHON": sys.executable, "PATH": os.defpath},  # the system PATH only: no CUDA tools
     )
     assert done.returncode == 0, done.stderr
     assert "no CUDA" in done.stdout
