@@ -60,9 +60,14 @@ PYTEST_ARGS ?=
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# ruff's checks and formatting; Snakemake's own lints (`timoe lint-workflow`: any lint fails but
+# the one that asks for a conda env per rule, see there); dvc.yaml as generated from the stage
+# declarations (`timoe dvc-yaml` rewrites it).
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m timoe lint-workflow
+	$(BIN)/timoe dvc-yaml --check
 
 smoke: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(SNAKEMAKE) --configfile workflow/smoke.yaml

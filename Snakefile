@@ -2,23 +2,24 @@
 # Thin by design: config validation, includes, `rule all`, and the onstart/onsuccess hooks.
 # Every rule calls `timoe <stage>`; the stage itself is a plain function in src/timoe.
 
-import os
 import shlex  # noqa: F401 (the rules quote the paths they build)
-import sys
 from pathlib import Path
 
-from timoe.config import dataset_key
-from timoe.workflow_support import Pipeline
+from timoe.workflow_support import Pipeline, interpreter_scripts_first_on_path
 
 # Cluster jobs run this file with the controller's interpreter; putting its scripts folder first
 # makes every rule's `timoe` this environment's, whatever PATH sbatch happened to pass on.
-os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+interpreter_scripts_first_on_path()
 
 configfile: "params.yaml"
 
 PIPE = Pipeline.from_snakemake_config(config, workflow.configfiles)  # validates, or stops before any job with key paths named
 P = PIPE.params
-RESOLVED = PIPE.write_resolved()  # what every `timoe` call reads
+# What every `timoe` call reads, passed as a rule param. A Path: Snakemake's params rerun
+# trigger compares only plain values (str, numbers, containers), so this one is not part of it and
+# a new file (any param changed) reruns only the jobs whose declared `reads` changed
+# (tests/test_pipeline_e2e.py checks that).
+RESOLVED_PATH = Path(PIPE.write_resolved())
 CHECKS_DIR = "results/checks"  # optional estimator / lag-range check tables (`make checks`)
 
 # Wildcards match only what the schema allows, so a requested path can never smuggle shell
@@ -38,10 +39,10 @@ include: "workflow/rules/evaluate.smk"
 
 rule all:
     input:
-        "results/benchmark",
+        PIPE.output("evaluate"),
         # the interaction estimates are a result of the study in their own right, and the input
         # of the RUS-aware models; run them even when only baselines are listed
-        expand("results/rus/{dataset}", dataset=P.data.datasets),
+        PIPE.targets("quantify"),
 
 
 onstart:

@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from timoe.config import DataConfig
-from timoe.data import DATASETS, DataFormatError, custom, load_prepared, prepare_dataset
+from timoe.config import CustomDatasetConfig, DataConfig
+from timoe.data import DataFormatError, custom, load_prepared, prepare_dataset
 
 SPEC = {
     "name": "mine",
@@ -39,19 +39,19 @@ def _frame(n: int = 10) -> pl.DataFrame:
     )
 
 
-def test_custom_split_by_subject_and_prepare(tmp_path, monkeypatch) -> None:
+def test_custom_split_by_subject_and_prepare(tmp_path) -> None:
     path = _write(tmp_path, _frame())
     ds = custom.build(path, val_subjects=[3], test_subjects=[4])
     assert ds.x.shape == (10, 4, 3) and ds.label.tolist() == [0, 1] * 5
     assert sorted(set(ds.subject[ds.split == "train"].tolist())) == [0, 1, 2]
     assert np.unique(ds.recording).size == 10 and (ds.start == 0).all()
-    monkeypatch.setitem(DATASETS, "mine", lambda cfg: custom.build(path, None, [3], [4], cfg.seed))
-    prepare_dataset("mine", DataConfig(), tmp_path / "out")
+    section = CustomDatasetConfig(path=str(tmp_path), val_subjects=[3], test_subjects=[4])
+    prepare_dataset("mine", DataConfig(datasets=["mine"], custom={"mine": section}), tmp_path / "out")
     assert load_prepared(tmp_path / "out").modalities == {"left": [0, 1], "right": [2]}
 
 
 def test_custom_explicit_split_and_errors(tmp_path) -> None:
-    # subjects follow the split: a subject in two splits is refused (timoe.data.base.shared_subjects)
+    # subjects follow the split: a subject in two splits is refused (timoe.data.base.split_leak)
     frame = _frame().with_columns(
         pl.Series("split", ["train"] * 6 + ["val"] * 2 + ["test"] * 2),
         pl.Series("subject", np.arange(10) // 2),

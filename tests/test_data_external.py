@@ -1,4 +1,7 @@
-"""PAMAP2 and WESAD readers on tiny files in their official formats, written by the tests."""
+"""PAMAP2 and WESAD readers on tiny files in their official formats, written by the tests.
+
+`write_pamap2_protocol` and `write_wesad_root` are also used by tests/test_datasets_from_params.py.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from timoe.config import DataConfig
-from timoe.data import (
-    DATASETS,
-    DataFormatError,
-    DataSourceError,
-    load_prepared,
-    pamap2,
-    prepare_dataset,
-    wesad,
-)
+from timoe.config import DataConfig, Pamap2Config, WesadConfig
+from timoe.data import DataFormatError, DataSourceError, load_prepared, pamap2, prepare_dataset, wesad
+from timoe.data.prepare import build_checked
 
 # ------------------------------------------------------------------------------ PAMAP2
-PAMAP_OPTS = pamap2.Pamap2Options(
-    window=20, stride=10, classes=[1, 4], val_subjects=[103], test_subjects=[104]
-)
+PAMAP_OPTS = {"window": 20, "stride": 10, "classes": [1, 4], "val_subjects": [103], "test_subjects": [104]}
+PAMAP_SUBJECTS = (101, 102, 103, 104)
+
+
+def pamap_config(root: Path) -> DataConfig:
+    return DataConfig(datasets=["pamap2"], pamap2=Pamap2Config(path=str(root), **PAMAP_OPTS))
 
 
 def _pamap_rows(seed: int) -> np.ndarray:
@@ -46,12 +45,16 @@ def _write_pamap(root: Path, subject: int, table: np.ndarray) -> Path:
     return path
 
 
-@pytest.fixture
-def pamap_root(tmp_path) -> Path:
-    root = tmp_path / "Protocol"
-    for s in (101, 102, 103, 104):
+def write_pamap2_protocol(root: Path) -> Path:
+    """A `Protocol` folder of four 200-row subject files (101-104), as PAMAP2 ships them."""
+    for s in PAMAP_SUBJECTS:
         _write_pamap(root, s, _pamap_rows(s))
     return root
+
+
+@pytest.fixture
+def pamap_root(tmp_path) -> Path:
+    return write_pamap2_protocol(tmp_path / "Protocol")
 
 
 def test_pamap2_layout() -> None:
@@ -76,7 +79,7 @@ def test_pamap2_read_subject_fills_gaps(pamap_root) -> None:
 
 
 def test_pamap2_build_windows_and_split(pamap_root) -> None:
-    ds = pamap2.build(pamap_root, PAMAP_OPTS)
+    ds = pamap2.build(pamap_config(pamap_root))
     # per subject: activity 1 (80 rows) -> 7 windows, activity 4 (70 rows) -> 6; transients dropped
     assert ds.x.shape == (52, 20, 40)
     assert ds.classes == ["lying", "walking"]
@@ -88,9 +91,8 @@ def test_pamap2_build_windows_and_split(pamap_root) -> None:
     assert np.bincount(ds.label).tolist() == [28, 24]
 
 
-def test_pamap2_prepare_through_registry(pamap_root, tmp_path, monkeypatch) -> None:
-    monkeypatch.setitem(DATASETS, "pamap2", lambda cfg: pamap2.build(pamap_root, PAMAP_OPTS, cfg.seed))
-    prepare_dataset("pamap2", DataConfig(), tmp_path / "out")
+def test_pamap2_prepare_through_registry(pamap_root, tmp_path) -> None:
+    prepare_dataset("pamap2", pamap_config(pamap_root), tmp_path / "out")
     data = load_prepared(tmp_path / "out")
     assert data.modality("chest").shape == (52, 20, 13)
 
@@ -117,8 +119,20 @@ def test_pamap2_bad_token_and_missing_root(tmp_path) -> None:
         pamap2.read_protocol(tmp_path / "empty")
 
 
+def test_pamap2_default_classes_are_the_protocol_activities(pamap_root) -> None:
+    cfg = DataConfig(pamap2=Pamap2Config(path=str(pamap_root), **{**PAMAP_OPTS, "classes": None}))
+    with pytest.warns(UserWarning):  # the tiny files hold 2 of the 12 protocol activities
+        ds = build_checked("pamap2", cfg)
+    assert len(ds.classes) == len(pamap2.PROTOCOL_ACTIVITIES)
+
+
 # ------------------------------------------------------------------------------- WESAD
-WESAD_OPTS = wesad.WesadOptions(window=70, stride=35, val_subjects=[4], test_subjects=[5])
+WESAD_OPTS = WesadConfig(window=70, stride=35, val_subjects=[4], test_subjects=[5])
+WESAD_SUBJECTS = (2, 3, 4, 5)
+
+
+def wesad_config(root: Path, **changes) -> DataConfig:
+    return DataConfig(wesad=WesadConfig(**{**WESAD_OPTS.model_dump(), "path": str(root), **changes}))
 
 
 def _wesad_dict(subject: int, seconds: int = 40) -> dict:
@@ -135,12 +149,17 @@ def _wesad_dict(subject: int, seconds: int = 40) -> dict:
     return {"subject": f"S{subject}", "signal": {"chest": chest, "wrist": wrist}, "label": label}
 
 
+def write_wesad_root(root: Path) -> Path:
+    """A WESAD root of four 40 s subjects S2-S5 (S<id>/S<id>.pkl, protocol-2 pickles)."""
+    for s in WESAD_SUBJECTS:
+        (root / f"S{s}").mkdir(parents=True)
+        (root / f"S{s}" / f"S{s}.pkl").write_bytes(pickle.dumps(_wesad_dict(s), protocol=2))
+    return root
+
+
 @pytest.fixture
 def wesad_root(tmp_path) -> Path:
-    for s in (2, 3, 4, 5):
-        (tmp_path / f"S{s}").mkdir()
-        (tmp_path / f"S{s}" / f"S{s}.pkl").write_bytes(pickle.dumps(_wesad_dict(s), protocol=2))
-    return tmp_path
+    return write_wesad_root(tmp_path)
 
 
 def test_wesad_resampling(wesad_root) -> None:
@@ -156,12 +175,20 @@ def test_wesad_resampling(wesad_root) -> None:
 
 
 def test_wesad_build(wesad_root) -> None:
-    ds = wesad.build(wesad_root, WESAD_OPTS)
+    ds = wesad.build(wesad_config(wesad_root))
     assert ds.x.shape == (4 * 37, 70, 14)  # per subject 9 + 14 + 14 windows
     assert ds.classes == ["baseline", "stress", "amusement"]
     assert sorted(set(ds.subject[ds.split == "train"].tolist())) == [2, 3]
-    chest_only = wesad.build(wesad_root, wesad.WesadOptions(**{**WESAD_OPTS.__dict__, "devices": ("chest",)}))
+    chest_only = wesad.build(wesad_config(wesad_root, devices=["chest"]))
     assert chest_only.x.shape[2] == 8
+
+
+def test_wesad_devices_are_the_schema_ones() -> None:
+    from typing import get_args
+
+    from timoe.config import WesadDevice
+
+    assert set(wesad.RATES) == set(get_args(WesadDevice))
 
 
 def test_wesad_refuses_code(tmp_path) -> None:

@@ -15,6 +15,7 @@ from timoe.data import (
     DATASETS,
     PreparedDataError,
     UnknownDatasetError,
+    custom,
     get_dataset,
     load_prepared,
     prepare_dataset,
@@ -185,7 +186,18 @@ def test_unknown_dataset(tmp_path) -> None:
 def test_registry_covers_config_names() -> None:
     from timoe.config import DATASET_NAMES
 
-    assert set(DATASET_NAMES) <= set(DATASETS)
+    assert set(DATASET_NAMES) == set(DATASETS)  # exactly the built-in ones; custom ones via params
+
+
+def test_custom_names_resolve_only_with_their_config() -> None:
+    from timoe.config import CustomDatasetConfig
+
+    cfg = DataConfig(custom={"mine": CustomDatasetConfig(path="somewhere")})
+    assert get_dataset("mine", cfg).func is custom.build_configured
+    with pytest.raises(UnknownDatasetError, match=r"'mine'.*under data.custom: \[\]"):
+        get_dataset("mine", DataConfig())
+    with pytest.raises(UnknownDatasetError, match=r"'mine'"):
+        get_dataset("mine")
 
 
 @pytest.mark.skipif(find_spec("aeon") is None, reason="aeon==1.6.0 not installed")

@@ -118,7 +118,7 @@ def test_cli_verify_and_spec_hash(tmp_path):
     assert run("verify").returncode == 0
     (tmp_path / env.LOCK_FILE).write_text("pytest==0.0.1\n")
     bad = run("verify")
-    assert bad.returncode == 1 and "pytest: locked 0.0.1" in bad.stderr
+    assert bad.returncode == 2 and "pytest: locked 0.0.1" in bad.stderr
     for name in ("pyproject.toml", "requirements-data.txt"):
         (tmp_path / name).write_text((ROOT / name).read_text())
     assert run("constraints").stdout == "pytest==0.0.1\n"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "timoe"
 LAYERS: list[set[str]] = [
-    {"__init__", "config", "atomic", "device", "plotting", "overrides", "environment"},
+    {"__init__", "config", "stage_specs", "atomic", "device", "plotting", "overrides", "environment"},
     {"tracking"},
     {"interactions"},
     {"data", "models"},
@@ -19,8 +19,8 @@ LAYERS: list[set[str]] = [
     {"training"},
     {"sweeps"},
     {"stages"},
-    {"audit", "workflow_targets", "workflow_support", "server"},
-    {"audit_cli", "cli", "__main__"},
+    {"audit", "workflow_support", "server"},
+    {"audit_cli", "cli", "cli_support", "__main__"},
 ]
 
 

@@ -175,7 +175,8 @@ def test_second_run_does_nothing(pipeline):
     assert time.time() - started < 60
 
 
-def _planned_rules(repo: Path, extra: str) -> set[str]:
+def _dry_run(repo: Path, extra: str) -> str:
+    """What `snakemake -n` prints with `extra` as one more config file."""
     (repo / "extra.yaml").write_text(extra)
     cmd = [
         "snakemake",
@@ -190,26 +191,16 @@ def _planned_rules(repo: Path, extra: str) -> set[str]:
         "extra.yaml",
     ]
     r = sh(cmd, repo)
-    return set(re.findall(r"^(?:local)?rule (\w+):", r.stdout + r.stderr, flags=re.M)) - {"all"}
+    return r.stdout + r.stderr
+
+
+def _planned_rules(repo: Path, extra: str) -> set[str]:
+    return set(re.findall(r"^(?:local)?rule (\w+):", _dry_run(repo, extra), flags=re.M)) - {"all"}
 
 
 def _planned_jobs(repo: Path, extra: str) -> list[str]:
     """Output paths of the jobs a dry run plans."""
-    (repo / "extra.yaml").write_text(extra)
-    cmd = [
-        "snakemake",
-        "-n",
-        "--cores",
-        "2",
-        "--profile",
-        "workflow/profiles/default",
-        "--configfile",
-        "workflow/smoke.yaml",
-        "local.yaml",
-        "extra.yaml",
-    ]
-    r = sh(cmd, repo)
-    return re.findall(r"^\s+output: (\S+)", r.stdout + r.stderr, flags=re.M)
+    return re.findall(r"^\s+output: (\S+)", _dry_run(repo, extra), flags=re.M)
 
 
 def test_train_change_reruns_train_and_evaluate_only(pipeline):
@@ -221,6 +212,17 @@ def test_train_change_reruns_train_and_evaluate_only(pipeline):
     assert _planned_rules(repo, "rus:\n  n_bins: 5\n") == {"quantify", "sweep", "train", "evaluate"}
     planned = _planned_jobs(repo, "rus:\n  n_bins: 5\n")
     assert planned and all("/timoe" in j for j in planned if j.startswith("results/models/"))
+    (repo / "extra.yaml").unlink()
+
+
+def test_a_param_change_reruns_exactly_the_stages_declared_to_read_it(pipeline):
+    """The rules' rerun trigger is each stage's declared reads (timoe.stage_specs), nothing else:
+    not the resolved-params path every rule is passed, which changes with any param."""
+    repo = pipeline["repo"]
+    assert _planned_rules(repo, "train:\n  label_smoothing: 0.05\n") == {"sweep", "train", "evaluate"}
+    assert _planned_rules(repo, "evaluate:\n  metrics: [accuracy]\n") == {"evaluate"}
+    assert _planned_rules(repo, "tracking:\n  experiment_prefix: elsewhere\n") == set()  # records only
+    assert _planned_rules(repo, "sweep:\n  heartbeat_s: 45\n") == set()  # schedules only
     (repo / "extra.yaml").unlink()
 
 

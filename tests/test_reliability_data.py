@@ -20,8 +20,8 @@ import pytest
 from typer.testing import CliRunner
 
 from timoe.cli import app
-from timoe.config import DataConfig
-from timoe.data import DATASETS, custom, prepare_dataset
+from timoe.config import CustomDatasetConfig, DataConfig
+from timoe.data import DATASETS, prepare_dataset
 from timoe.data.base import WindowedDataset
 
 PARAMS = """\
@@ -237,12 +237,16 @@ SOURCE: list[tuple[str, Callable[..., Any], str]] = [
 ]
 
 
+# the source as params configure it: data.custom.<name>.path, relative to the work folder
+SOURCE_DATA = (
+    "data:\n  datasets: [mine]\n  custom:\n    mine: {path: src, val_subjects: [3], test_subjects: [4]}\n"
+)
+
+
 @pytest.fixture
 def source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    src = tmp_path / "src"
-    src.mkdir()
-    monkeypatch.setitem(DATASETS, "mine", lambda cfg: custom.build(src / "windows.parquet", None, [3], [4]))
-    (tmp_path / "params.yaml").write_text(PARAMS + tracking(tmp_path))
+    (tmp_path / "src").mkdir()
+    (tmp_path / "params.yaml").write_text(PARAMS + SOURCE_DATA + tracking(tmp_path))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -263,11 +267,10 @@ def test_tables_are_large_enough() -> None:
     assert len(PREPARED) + len(SOURCE) >= 25
 
 
-def test_class_missing_from_train_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_class_missing_from_train_is_named(tmp_path: Path) -> None:
     (tmp_path / "dataset.json").write_text(json.dumps({**SPEC, "classes": ["rest", "move", "jump"]}))
     f = _frame().with_columns(pl.Series("label", ["rest", "move"] * 4 + ["jump", "jump"]))
     f.write_parquet(tmp_path / "windows.parquet")  # jump: only subjects 3 (val) and 4 (test)
-    path = tmp_path / "windows.parquet"
-    monkeypatch.setitem(DATASETS, "mine", lambda cfg: custom.build(path, None, [3], [4]))
+    section = CustomDatasetConfig(path=str(tmp_path), val_subjects=[3], test_subjects=[4])
     with pytest.warns(UserWarning, match=r"class\(es\) \['jump'\] have no training window"):
-        prepare_dataset("mine", DataConfig(), tmp_path / "out")
+        prepare_dataset("mine", DataConfig(datasets=["mine"], custom={"mine": section}), tmp_path / "out")

@@ -23,7 +23,7 @@ from timoe.config import DataConfig, ModelConfig
 from timoe.data import DATASETS, prepare_dataset
 from timoe.data.errors import NonFiniteError
 from timoe.models import build_model
-from timoe.training.loop import CheckpointWarning, LoopSettings, train
+from timoe.training.loop import CheckpointSpec, CheckpointWarning, LoopData, LoopSettings, train
 from timoe.training.patching import Patched, patched_modalities
 from timoe.training.seeding import seed_everything
 
@@ -98,7 +98,7 @@ def test_non_finite_training_fails(tmp_path: Path, make: Callable[[], nn.Module]
     xt, yt, xv, yv = _data()
     ckpt = tmp_path / "last.pt"
     with pytest.raises(NonFiniteError, match=r".*") as info:
-        train(make(), xt, yt, xv, yv, 2, SETTINGS, CPU, checkpoint=ckpt, checkpoint_key="k")
+        train(make(), LoopData(xt, yt, xv, yv, 2), SETTINGS, CPU, checkpoint=CheckpointSpec(ckpt, "k"))
     assert fragment in str(info.value)
     assert not ckpt.exists()  # a NaN epoch is not saved as something to resume
 
@@ -227,10 +227,12 @@ def test_unreadable_checkpoint_is_moved_aside(tmp_path: Path, damage: Callable[[
     ckpt = tmp_path / "last.pt"
     damage(ckpt)
     with pytest.warns(CheckpointWarning, match=r"last\.pt.*moved to .*last\.pt\.corrupt-.*from scratch"):
-        result = train(_model(), xt, yt, xv, yv, 2, SETTINGS, CPU, checkpoint=ckpt, checkpoint_key="k")
+        result = train(
+            _model(), LoopData(xt, yt, xv, yv, 2), SETTINGS, CPU, checkpoint=CheckpointSpec(ckpt, "k")
+        )
     assert result.resumed_from_epoch is None and len(result.history) == SETTINGS.epochs
     assert [p.name.startswith("last.pt.corrupt-") for p in tmp_path.iterdir()].count(True) == 1
-    clean = train(_model(), xt, yt, xv, yv, 2, SETTINGS, CPU)
+    clean = train(_model(), LoopData(xt, yt, xv, yv, 2), SETTINGS, CPU)
     assert result.history == clean.history  # the restart is a true fresh start
 
 

@@ -8,7 +8,7 @@ import torch
 
 from timoe.config import ModelConfig
 from timoe.models import build_model
-from timoe.training.loop import LoopSettings, train
+from timoe.training.loop import CheckpointSpec, LoopData, LoopSettings, train
 from timoe.training.patching import Patched, patch_input, patched_modalities
 from timoe.training.seeding import seed_everything
 
@@ -51,15 +51,10 @@ def _run(ckpt=None, stop_after=None):
 
     result = train(
         model,
-        xt,
-        yt,
-        xv,
-        yv,
-        2,
+        LoopData(xt, yt, xv, yv, 2),
         SETTINGS,
         torch.device("cpu"),
-        checkpoint=ckpt,
-        checkpoint_key="k",
+        checkpoint=None if ckpt is None else CheckpointSpec(ckpt, "k"),
         on_epoch=stop,
     )
     return model, result
@@ -92,7 +87,11 @@ def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
         _run(ckpt, stop_after=0)
     xt, yt, xv, yv = _data()
     result = train(
-        _model(), xt, yt, xv, yv, 2, SETTINGS, torch.device("cpu"), checkpoint=ckpt, checkpoint_key="other"
+        _model(),
+        LoopData(xt, yt, xv, yv, 2),
+        SETTINGS,
+        torch.device("cpu"),
+        checkpoint=CheckpointSpec(ckpt, "other"),
     )
     assert result.resumed_from_epoch is None
     assert len(result.history) == SETTINGS.epochs
@@ -122,7 +121,7 @@ def test_moe_epochs_log_expert_load_and_routing_entropy():
     settings = LoopSettings(
         epochs=1, batch_size=8, lr=1e-3, weight_decay=0.0, grad_clip=1.0, warmup_epochs=0, patience=2, seed=0
     )
-    hist = train(Patched(inner, 2), xt, yt, xv, yv, 2, settings, torch.device("cpu")).history[0]
+    hist = train(Patched(inner, 2), LoopData(xt, yt, xv, yv, 2), settings, torch.device("cpu")).history[0]
     assert 0.0 <= hist["train_expert_load_cv"] < 3.0
     assert 1 / CFG.n_experts <= hist["train_expert_load_max"] <= 1.0
     assert 0.0 < hist["train_routing_entropy"] <= np.log(CFG.n_experts) + 1e-6
@@ -155,15 +154,10 @@ def _run_augmented(ckpt=None, stop_after=None, settings=AUGMENTED):
 
     return train(
         model,
-        xt,
-        yt,
-        xv,
-        yv,
-        2,
+        LoopData(xt, yt, xv, yv, 2),
         settings,
         torch.device("cpu"),
-        checkpoint=ckpt,
-        checkpoint_key="k",
+        checkpoint=None if ckpt is None else CheckpointSpec(ckpt, "k"),
         on_epoch=stop,
     )
 
@@ -219,7 +213,7 @@ def test_epoch_routing_diagnostics_with_regime():
         seed=3,
         regime_channels=(2, 3),
     )
-    history = train(_model("moe"), xt, yt, xv, yv, 2, settings, torch.device("cpu")).history
+    history = train(_model("moe"), LoopData(xt, yt, xv, yv, 2), settings, torch.device("cpu")).history
     for h in history:
         assert {
             "train_n_eff_l0",
@@ -231,5 +225,25 @@ def test_epoch_routing_diagnostics_with_regime():
         } <= set(h)
         assert 1.0 <= h["train_n_eff_l0"] <= CFG.n_experts
         assert h["train_mi_expert_regime_l0"] >= 0.0
-    dense = train(_model(), xt, yt, xv, yv, 2, settings, torch.device("cpu")).history[0]
+    dense = train(_model(), LoopData(xt, yt, xv, yv, 2), settings, torch.device("cpu")).history[0]
     assert "val_random_routing_drop" not in dense  # no routing to replace
+
+
+def test_loop_settings_for_a_train_job_and_a_sweep_trial():
+    from timoe.config import validate
+    from timoe.training.loop import loop_settings
+
+    params = validate(
+        {
+            "model": {"patch_size": 4},
+            "train": {"epochs": 9, "warmup_epochs": 3, "patience": 2, "augment": {"shift": 8}},
+            "sweep": {"epochs": 2},
+        }
+    )
+    job = loop_settings(params, seed=5, regime_channels=[2, 3])
+    assert (job.epochs, job.warmup_epochs, job.patience, job.seed) == (9, 3, 2, 5)
+    assert job.selection_metric == "val_accuracy" and job.regime_channels == (2, 3)
+    assert (job.augment_shift, job.augment_shift_unit) == (8, 4)
+    trial = loop_settings(params, seed=1, sweep_trial=True)
+    assert (trial.epochs, trial.warmup_epochs, trial.patience) == (2, 1, 2)  # warm-up ends before the trial
+    assert trial.selection_metric == params.sweep.metric and trial.regime_channels == ()

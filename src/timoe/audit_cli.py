@@ -1,73 +1,34 @@
 """`timoe audit ...`: list, show, compare, trace and reproduce past runs.
 
-The store is the one in params.yaml (tracking.uri) unless --tracking-uri names another: a
-local SQLite file or a tracking-server URL. Errors end with one line and exit code 2;
-`reproduce` exits 0 on an exact match and 1 when the metrics differ.
+The store is the one in the params files (tracking.uri; params.yaml unless --params names
+others) unless --tracking-uri names another: a local SQLite file or a tracking-server URL.
+Exit codes as for every `timoe` command (timoe.cli_support); `reproduce` exits 0 on an exact
+match and 3 when the metrics differ.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import traceback
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
+from timoe.cli_support import ExitCode, ParamsOpt, handle_errors, tracking_uri
+
 audit_app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-F = TypeVar("F", bound=Callable[..., Any])
 
 UriOpt = Annotated[
     str | None,
     typer.Option("--tracking-uri", help="MLflow tracking URI; default: tracking.uri from the params files"),
 ]
-ParamsOpt = Annotated[
-    list[Path] | None,
-    typer.Option("--params", "-p", help="params files to read tracking.uri from (default params.yaml)"),
-]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of text")]
-
-
-def audit_errors(fn: F) -> F:
-    """One line and exit 2 for any failure: exit 1 is reserved for reproduce's 'metrics differ'."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from mlflow.exceptions import MlflowException
-
-        from timoe.audit import AuditError
-        from timoe.config import ConfigError
-
-        try:
-            return fn(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except (AuditError, ConfigError, MlflowException, OSError) as err:
-            typer.echo(f"timoe audit: error: {err}", err=True)
-            raise typer.Exit(2) from None
-        except Exception as err:
-            traceback.print_exc()
-            typer.echo(f"timoe audit: error: unexpected {type(err).__name__}: {err}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def default_uri(params: list[Path] | None) -> str:
-    from timoe.config import TrackingConfig, load_params
-
-    paths = params or [p for p in [Path("params.yaml")] if p.exists()]
-    if not paths:
-        return TrackingConfig().uri
-    return load_params(*paths).tracking.uri
 
 
 def _store(uri: str | None, params: list[Path] | None) -> Any:
     from timoe.audit.store import Store
 
-    return Store(uri or default_uri(params))
+    return Store(tracking_uri(uri, params))
 
 
 def _print_json(obj: Any) -> None:
@@ -75,7 +36,7 @@ def _print_json(obj: Any) -> None:
 
 
 @audit_app.command("list")
-@audit_errors
+@handle_errors
 def list_cmd(
     dataset: Annotated[str | None, typer.Option(help="data set (tag wildcard.dataset)")] = None,
     model: Annotated[str | None, typer.Option(help="model (tag wildcard.model)")] = None,
@@ -124,7 +85,7 @@ def list_cmd(
 
 
 @audit_app.command()
-@audit_errors
+@handle_errors
 def show(
     run: Annotated[str, typer.Argument(help="run id (or a unique prefix) or an output path with run_id.txt")],
     tracking_uri: UriOpt = None,
@@ -147,7 +108,7 @@ def show(
 
 
 @audit_app.command()
-@audit_errors
+@handle_errors
 def compare(
     runs: Annotated[list[str], typer.Argument(help="two or more run ids (or prefixes, or output paths)")],
     show_all: Annotated[bool, typer.Option("--all", help="show equal keys too")] = False,
@@ -171,7 +132,7 @@ def compare(
 
 
 @audit_app.command()
-@audit_errors
+@handle_errors
 def lineage(
     target: Annotated[str, typer.Argument(help="run id (or prefix) or an output path containing run_id.txt")],
     root: Annotated[
@@ -196,7 +157,7 @@ def lineage(
 
 
 @audit_app.command()
-@audit_errors
+@handle_errors
 def reproduce(
     run: Annotated[str, typer.Argument(help="run id (or prefix) or an output path containing run_id.txt")],
     repo: Annotated[Path, typer.Option(help="the git repository the run was made in")] = Path("."),
@@ -219,7 +180,7 @@ def reproduce(
     params: ParamsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Rerun a job at its commit with its config and inputs; exit 0 if the metrics match exactly, else 1."""
+    """Rerun a job at its commit with its config and inputs; exit 0 if the metrics match exactly, 3 if not."""
     from timoe.audit import AuditError
     from timoe.audit.lineage import resolve_target
     from timoe.audit.reproduce import outcome_json, report, reproduce
@@ -248,4 +209,4 @@ def reproduce(
         _print_json(outcome_json(outcome))
     else:
         typer.echo(report(outcome))
-    raise typer.Exit(outcome.exit_code)
+    raise typer.Exit(ExitCode.MISMATCH if outcome.exit_code else ExitCode.OK)

@@ -1,114 +1,120 @@
-"""`timoe <stage>`: the command line that Snakemake rules (and people) call.
+"""`timoe <stage>`, `timoe audit ...`: the one command line that Snakemake rules (and people) call.
 
 Every command validates the params first. Expected failures (bad params, a missing data
-package, a corrupted input, an unknown data set) end with one line naming the problem and
-exit code 2; outputs are written atomically, so a failed command leaves nothing half-written.
+package, a corrupted input, an unknown data set or run) end with one line naming the problem
+and exit code 2, a bug with its traceback and exit code 1 (timoe.cli_support lists the codes);
+outputs are written atomically, so a failed command leaves nothing half-written.
 """
 
 from __future__ import annotations
 
-import functools
-import pickle
 import sys
-import traceback
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 
-from timoe.config import DATASET_NAMES, ConfigError, Params, load_params
+from timoe.cli_support import ParamsOpt, UsageError, handle_errors, read_params
+from timoe.config import DATASET_NAMES, MODEL_NAMES, Params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-F = TypeVar("F", bound=Callable[..., Any])
-
-ParamsOpt = Annotated[
-    list[Path] | None,
-    typer.Option("--params", "-p", help="params files, later ones override earlier ones"),
-]
-DEFAULT_PARAMS = [Path("params.yaml")]
 
 
-class UsageError(ValueError):
-    """A command-line argument that does not make sense."""
-
-
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    from timoe.data import errors as data_errors
-
-    return (
-        ConfigError,
-        UsageError,
-        FileNotFoundError,
-        pickle.UnpicklingError,
-        *[v for v in vars(data_errors).values() if isinstance(v, type) and issubclass(v, Exception)],
-    )
-
-
-def clean_errors(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except Exception as err:
-            if isinstance(err, _expected_errors()):
-                typer.echo(f"timoe: error: {err}", err=True)
-                raise typer.Exit(2) from None
-            traceback.print_exc()
-            typer.echo(f"timoe: error: unexpected {type(err).__name__}: {err}", err=True)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _params(paths: list[Path] | None) -> Params:
-    return load_params(*(paths or DEFAULT_PARAMS))
-
-
-def _dataset(name: str) -> str:
+def _dataset(name: str, p: Params) -> str:
     if name not in DATASET_NAMES:
         from timoe.data.registry import get_dataset
 
-        get_dataset(name)  # raises the registry's error listing known data sets
+        get_dataset(name, p.data)  # raises the registry's error listing the known data sets
+    return name
+
+
+def _model(name: str) -> str:
+    if name not in MODEL_NAMES:
+        raise UsageError(f"unknown model {name!r}; known: {list(MODEL_NAMES)}")
     return name
 
 
 @app.command()
-@clean_errors
+@handle_errors
 def validate(params: ParamsOpt = None) -> None:
     """Validate params files and print the resolved config."""
     import yaml
 
-    p = _params(params)
+    p = read_params(params)
     typer.echo(yaml.safe_dump(p.model_dump(), sort_keys=False))
 
 
 @app.command("init-tracking")
-@clean_errors
+@handle_errors
 def init_tracking(params: ParamsOpt = None) -> None:
     """Create the MLflow store once, before parallel jobs start."""
     from timoe.tracking import init_store
 
-    p = _params(params)
+    p = read_params(params)
     init_store(p.tracking.uri)
     typer.echo(f"tracking store ready: {p.tracking.uri}")
 
 
 @app.command("dvc-remote")
-@clean_errors
+@handle_errors
 def dvc_remote(params: ParamsOpt = None) -> None:
     """Point DVC's default remote at tracking.dvc_remote (written to .dvc/config.local)."""
     from timoe.workflow_support import configure_dvc_remote
 
-    p = _params(params)
+    p = read_params(params)
     url = configure_dvc_remote(p.tracking.dvc_remote, Path("."))
     typer.echo(f"DVC remote 'default' -> {url}")
 
 
 @app.command()
-@clean_errors
+@handle_errors
+def targets(
+    stage: Annotated[str, typer.Argument(help="prepare, quantify, sweep, train or evaluate")],
+    params: ParamsOpt = None,
+) -> None:
+    """Print the output paths of one stage for these params (dvc.yaml's commands run them)."""
+    from timoe.stage_specs import STAGES, targets
+
+    if stage not in STAGES:
+        raise UsageError(f"unknown stage {stage!r}; known: {list(STAGES)}")
+    typer.echo(" ".join(targets(read_params(params), stage)))
+
+
+@app.command("lint-workflow")
+@handle_errors
+def lint_workflow() -> None:
+    """Run Snakemake's lints on ./Snakefile; exit 2 on any but the accepted one (named in the output)."""
+    from timoe.workflow_support import ACCEPTED_LINTS, workflow_lints
+
+    left, report = workflow_lints(Path("."))
+    if left:
+        typer.echo(report, err=True)
+        raise UsageError(f"{len(left)} Snakemake lint(s): {'; '.join(dict.fromkeys(left))}")
+    typer.echo(f"Snakemake lints: none but the accepted {list(ACCEPTED_LINTS)}")
+
+
+@app.command("dvc-yaml")
+@handle_errors
+def dvc_yaml(
+    check: Annotated[bool, typer.Option("--check", help="exit 2 if dvc.yaml differs; write nothing")] = False,
+    path: Annotated[Path, typer.Option(help="the file to write or check")] = Path("dvc.yaml"),
+) -> None:
+    """Write dvc.yaml from the stage declarations (timoe/stage_specs.py)."""
+    from timoe.atomic import atomic_write_text
+    from timoe.stage_specs import dvc_yaml_text
+
+    text = dvc_yaml_text()
+    if check:
+        if not path.is_file() or path.read_text() != text:
+            raise UsageError(f"{path} differs from the stage declarations: run `timoe dvc-yaml`")
+        typer.echo(f"{path} matches the stage declarations")
+        return
+    atomic_write_text(path, text)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+@handle_errors
 def prepare(
     dataset: Annotated[str, typer.Option(help="data set name")],
     out: Annotated[Path, typer.Option(help="output directory")],
@@ -117,13 +123,13 @@ def prepare(
     """Windows, labels, subjects, split and modality map as parquet."""
     from timoe.stages.prepare import run_prepare
 
-    p = _params(params)
-    info = run_prepare(p, dataset=_dataset(dataset), out_dir=out)
+    p = read_params(params)
+    info = run_prepare(p, dataset=_dataset(dataset, p), out_dir=out)
     typer.echo(f"prepared {dataset}: {info.get('counts', info)}")
 
 
 @app.command()
-@clean_errors
+@handle_errors
 def quantify(
     dataset: Annotated[str, typer.Option()],
     data: Annotated[Path, typer.Option(help="prepared data directory")],
@@ -133,21 +139,34 @@ def quantify(
     """Temporal RUS per modality pair × lag on the training split."""
     from timoe.stages.quantify import run_quantify
 
-    p = _params(params)
-    summary = run_quantify(p, dataset=_dataset(dataset), data_dir=data, out_dir=out)
+    p = read_params(params)
+    summary = run_quantify(p, dataset=_dataset(dataset, p), data_dir=data, out_dir=out)
     typer.echo(f"quantified {dataset}: {summary['n_rows']} rows in {summary['seconds']:.1f} s")
 
 
-def _model(name: str, p: Params) -> str:
-    from timoe.config import MODEL_NAMES
-
-    if name not in MODEL_NAMES:
-        raise UsageError(f"unknown model {name!r}; known: {list(MODEL_NAMES)}")
-    return name
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="SQLAlchemy URL or journal file; overrides $TIMOE_SWEEP_STORAGE and sweep.storage. "
+        "Prefer the environment variable for URLs with a password (a command line is visible in ps)."
+    ),
+]
+WorkerOpt = Annotated[
+    bool, typer.Option("--worker", help="join a running study from its shared storage; write nothing")
+]
+WorkerIndexOpt = Annotated[
+    int | None, typer.Option(help="--worker: offsets the sampler seed (default: the process id)")
+]
+StudyNameOpt = Annotated[
+    str | None, typer.Option(help="--worker: the study to join (default: derived from the params)")
+]
+JoinTimeoutOpt = Annotated[
+    float, typer.Option(help="--worker: seconds to wait for the driver to create the study")
+]
 
 
 @app.command()
-@clean_errors
+@handle_errors
 def sweep(
     dataset: Annotated[str, typer.Option()],
     model: Annotated[str, typer.Option()],
@@ -155,26 +174,12 @@ def sweep(
     out: Annotated[Path | None, typer.Option(help="output directory (not with --worker)")] = None,
     rus: Annotated[Path | None, typer.Option(help="quantify output (RUS models)")] = None,
     n_trials: Annotated[int | None, typer.Option(help="override sweep.n_trials")] = None,
-    storage: Annotated[
-        str | None,
-        typer.Option(
-            help="SQLAlchemy URL or journal file; overrides $TIMOE_SWEEP_STORAGE and sweep.storage. "
-            "Prefer the environment variable for URLs with a password (a command line is visible in ps)."
-        ),
-    ] = None,
-    worker: Annotated[
-        bool, typer.Option("--worker", help="join a running study from its shared storage; write nothing")
-    ] = False,
-    worker_index: Annotated[
-        int | None, typer.Option(help="--worker: offsets the sampler seed (default: the process id)")
-    ] = None,
-    study_name: Annotated[
-        str | None, typer.Option(help="--worker: the study to join (default: derived from the params)")
-    ] = None,
+    storage: StorageOpt = None,
+    worker: WorkerOpt = False,
+    worker_index: WorkerIndexOpt = None,
+    study_name: StudyNameOpt = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads; 0: train.num_threads")] = 0,
-    join_timeout: Annotated[
-        float, typer.Option(help="--worker: seconds to wait for the driver to create the study")
-    ] = 60.0,
+    join_timeout: JoinTimeoutOpt = 60.0,
     params: ParamsOpt = None,
 ) -> None:
     """Optuna study over the model's search space; best params to best_params.json.
@@ -184,44 +189,27 @@ def sweep(
     """
     from timoe.stages.sweep import run_sweep, run_sweep_worker
 
-    p = _params(params)
+    p = read_params(params)
+    where = {"dataset": _dataset(dataset, p), "model": _model(model), "data_dir": data, "rus_dir": rus}
     if worker:
         if out is not None:
             raise UsageError("--worker writes no output; the driver (without --worker) owns --out")
         report = run_sweep_worker(
-            p,
-            dataset=_dataset(dataset),
-            model=_model(model, p),
-            data_dir=data,
-            rus_dir=rus,
-            name=study_name,
-            storage=storage,
-            worker_index=worker_index,
-            n_trials=n_trials,
-            threads=threads,
-            join_timeout_s=join_timeout,
-        )
+            p, **where, name=study_name, storage=storage, worker_index=worker_index,
+            n_trials=n_trials, threads=threads, join_timeout_s=join_timeout,
+        )  # fmt: skip
         typer.echo(f"sweep worker {report.worker}: ran {len(report.trials)} trial(s) {report.trials}")
         return
     if out is None:
         raise UsageError("--out is required (except with --worker)")
     if worker_index is not None or study_name is not None:
         raise UsageError("--worker-index and --study-name only apply with --worker")
-    best = run_sweep(
-        p,
-        dataset=_dataset(dataset),
-        model=_model(model, p),
-        data_dir=data,
-        out_dir=out,
-        rus_dir=rus,
-        n_trials=n_trials,
-        storage=storage,
-    )
+    best = run_sweep(p, **where, out_dir=out, n_trials=n_trials, storage=storage)
     typer.echo(f"sweep {dataset}/{model}: best {best['value']} with {best['params']}")
 
 
 @app.command("train")
-@clean_errors
+@handle_errors
 def train_cmd(
     dataset: Annotated[str, typer.Option()],
     model: Annotated[str, typer.Option()],
@@ -237,10 +225,10 @@ def train_cmd(
     """Train one model × data set × seed; test predictions for evaluate."""
     from timoe.stages.train import TrainJob, run_train
 
-    p = _params(params)
+    p = read_params(params)
     job = TrainJob(
-        dataset=_dataset(dataset),
-        model=_model(model, p),
+        dataset=_dataset(dataset, p),
+        model=_model(model),
         seed=seed,
         data_dir=data,
         out_dir=out,
@@ -256,7 +244,7 @@ def train_cmd(
 
 
 @app.command()
-@clean_errors
+@handle_errors
 def evaluate(
     models: Annotated[list[Path], typer.Argument(help="train output directories")],
     out: Annotated[Path, typer.Option()],
@@ -271,7 +259,7 @@ def evaluate(
     """Test metrics, mean ± std over seeds, paired tests, claims, figures and the HTML/Markdown report."""
     from timoe.stages.evaluate import run_evaluate, to_markdown
 
-    p = _params(params)
+    p = read_params(params)
     summary = run_evaluate(
         p, model_dirs=models, out_dir=out, rus_dirs=rus, sweep_dirs=sweeps, checks_dir=checks
     )
@@ -280,7 +268,7 @@ def evaluate(
 
 
 @app.command()
-@clean_errors
+@handle_errors
 def server(
     backend_store_uri: Annotated[
         str,
@@ -315,9 +303,5 @@ from timoe.audit_cli import audit_app  # noqa: E402  (registered last: the sub-a
 app.add_typer(audit_app, name="audit")
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
+if __name__ == "__main__":
     sys.exit(app())

@@ -10,12 +10,13 @@ window, and sweep values their target field would reject.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-DATASET_NAMES = ("hapt", "basicmotions", "synthetic-regimes")
+# The built-in data sets; bring-your-own ones are named by their key under data.custom.
+DATASET_NAMES = ("hapt", "basicmotions", "synthetic-regimes", "pamap2", "wesad", "opportunity")
 # Baselines first, then timoe and its ablations; `oracle` routes by the true regime and exists only
 # for data sets that record one (synthetic-regimes).
 BASELINE_MODELS = ("transformer", "moe", "fusemoe", "modality-moe", "hash-moe")
@@ -35,8 +36,9 @@ def runs_on(model: str, dataset: str) -> bool:
 
 
 def dataset_key(name: str) -> str:
-    """The params.yaml section of a data set (`data.<key>`): its name with '-' as '_'."""
-    return name.replace("-", "_")
+    """The params.yaml section of a data set under `data.`: a built-in one's name with '-' as '_'
+    (`synthetic_regimes`), a bring-your-own one's `custom.<name>` (the schema admits no other)."""
+    return name.replace("-", "_") if name in DATASET_NAMES else f"custom.{name}"
 
 
 class ConfigError(ValueError):
@@ -204,14 +206,194 @@ class SyntheticRegimesConfig(_Strict):
         return self
 
 
-class DataConfig(_Strict):
-    datasets: list[Literal[DATASET_NAMES]] = Field(  # type: ignore[valid-type]  # names from one tuple
-        default_factory=lambda: ["hapt", "basicmotions"]
+def _is_safe_name(name: str) -> bool:
+    """Letters, digits, '-' and '_' only: the name becomes a path part and a Snakemake wildcard."""
+    return bool(name) and all(c.isascii() and (c.isalnum() or c in "-_") for c in name)
+
+
+def _name_clash_key(name: str) -> str:
+    # data/processed/<name> must be one folder per data set, also on case-insensitive file
+    # systems, and a name must not differ from another's params key by '-' vs '_' only
+    return name.lower().replace("-", "_")
+
+
+class _DownloadedConfig(_Strict):
+    """Knobs shared by the data sets read from files the user downloads (PAMAP2, WESAD,
+    OPPORTUNITY): where the files are, how recordings are cut into windows, how they are split.
+    Subclasses set the defaults of window, stride and the subject lists."""
+
+    # how to get the files; the loaders' "not found" errors and the schema's "not set" one quote it
+    source_hint: ClassVar[str] = ""
+    path: str | None = Field(
+        None,
+        min_length=1,
+        description="the downloaded files' folder, relative to the working directory; None: not configured",
     )
+    window: int = Field(ge=8, le=8192, description="window length in samples")
+    stride: int = Field(ge=1, le=8192)
+    classes: list[int] | None = Field(None, description="source labels to keep; None: the loader's default")
+    val_subjects: list[int]
+    test_subjects: list[int]
+    subjects: list[int] | None = Field(None, description="restrict to these subjects (smoke runs)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> _DownloadedConfig:
+        if set(self.val_subjects) & set(self.test_subjects):
+            raise ValueError("val_subjects and test_subjects overlap")
+        if self.stride > self.window:
+            raise ValueError("stride larger than window would skip samples")
+        if self.classes is not None and (not self.classes or len(set(self.classes)) != len(self.classes)):
+            raise ValueError("classes must be a non-empty list of distinct labels (or null for the default)")
+        return self
+
+
+class Pamap2Config(_DownloadedConfig):
+    """PAMAP2 (timoe.data.pamap2): path = the `Protocol` folder holding subject10X.dat."""
+
+    source_hint: ClassVar[str] = (
+        "download PAMAP2 from the UCI repository and point data.pamap2.path at its Protocol folder"
+    )
+    window: int = Field(512, ge=8, le=8192, description="samples after downsampling: 5.12 s at 100 Hz")
+    stride: int = Field(256, ge=1, le=8192)
+    downsample: int = Field(1, ge=1, le=100, description="keep every n-th sample (3: ~33 Hz)")
+    val_subjects: list[int] = Field(default_factory=lambda: [107])
+    test_subjects: list[int] = Field(default_factory=lambda: [108, 109])
+
+
+WesadDevice = Literal["chest", "wrist"]  # the two devices of a WESAD pickle (timoe.data.wesad.RATES)
+
+
+class WesadConfig(_DownloadedConfig):
+    """WESAD (timoe.data.wesad): path = the root folder holding S<id>/S<id>.pkl."""
+
+    source_hint: ClassVar[str] = (
+        "download WESAD (S*/S*.pkl) from its authors' site and point data.wesad.path at its root folder"
+    )
+    target_hz: float = Field(35.0, gt=0.0, le=700.0, description="common rate every signal is resampled to")
+    window: int = Field(350, ge=8, le=8192, description="samples at target_hz: 10 s")
+    stride: int = Field(175, ge=1, le=8192)
+    devices: list[WesadDevice] = Field(default_factory=lambda: ["chest", "wrist"])
+    classes: list[int] = Field(
+        default_factory=lambda: [1, 2, 3], description="1 baseline, 2 stress, 3 amusement, 4 meditation"
+    )
+    val_subjects: list[int] = Field(default_factory=lambda: [15])
+    test_subjects: list[int] = Field(default_factory=lambda: [16, 17])
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"need a non-empty list of distinct devices of {list(get_args(WesadDevice))}")
+        return v
+
+
+# The label columns and sensor groups of an OPPORTUNITY .dat file; timoe.data.opportunity maps
+# each name to its columns.
+OpportunityLabel = Literal[
+    "locomotion",
+    "hl_activity",
+    "ll_left_arm",
+    "ll_left_arm_object",
+    "ll_right_arm",
+    "ll_right_arm_object",
+    "ml_both_arms",
+]
+OpportunityModality = Literal[
+    "body_acc", "body_imu", "shoes", "objects", "ambient_switches", "ambient_acc", "location"
+]
+OpportunityRun = Literal["ADL1", "ADL2", "ADL3", "ADL4", "ADL5", "Drill"]
+OPPORTUNITY_LABELS: tuple[str, ...] = get_args(OpportunityLabel)
+OPPORTUNITY_MODALITIES: tuple[str, ...] = get_args(OpportunityModality)
+OPPORTUNITY_RUNS: tuple[str, ...] = get_args(OpportunityRun)
+
+
+class OpportunityConfig(_DownloadedConfig):
+    """OPPORTUNITY (timoe.data.opportunity): path = the folder holding S<1-4>-<run>.dat.
+
+    split "official" (default): the challenge's split by run (timoe.data.opportunity.OFFICIAL_SPLIT),
+    val_subjects / test_subjects unused and refused when changed from their defaults, since a
+    setting that is silently ignored reads as one that holds. "subjects": leave subjects out
+    (val_subjects, test_subjects; every other subject trains).
+    """
+
+    source_hint: ClassVar[str] = (
+        "download the OPPORTUNITY Activity Recognition data set from the UCI repository and point "
+        "data.opportunity.path at its folder of S<1-4>-ADL<1-5>.dat / S<1-4>-Drill.dat files"
+    )
+    window: int = Field(64, ge=8, le=8192, description="samples at 30 Hz: 2.1 s")
+    stride: int = Field(32, ge=1, le=8192)
+    label: OpportunityLabel = Field("locomotion", description="the label column windows are classified by")
+    classes: list[int] | None = Field(None, description="label ids to keep; None: every one but 0 (null)")
+    modalities: list[OpportunityModality] = Field(
+        default_factory=lambda: ["body_acc", "body_imu", "shoes"], description="sensor groups, in order"
+    )
+    runs: list[OpportunityRun] = Field(default_factory=lambda: list(OPPORTUNITY_RUNS))
+    windows: Literal["segments", "continuous"] = "segments"  # as data.hapt.windows
+    split: Literal["official", "subjects"] = Field(
+        "official", description="official: the challenge's runs; subjects: by val/test_subjects"
+    )
+    val_subjects: list[int] = Field(default_factory=lambda: [3])  # split "subjects" only
+    test_subjects: list[int] = Field(default_factory=lambda: [4])  # split "subjects" only
+
+    @field_validator("modalities")
+    @classmethod
+    def _modalities(cls, v: list[str]) -> list[str]:
+        if len(v) < 2 or len(set(v)) != len(v):
+            raise ValueError(
+                f"need at least two distinct OPPORTUNITY modalities of {list(OPPORTUNITY_MODALITIES)}"
+            )
+        return v
+
+    @field_validator("runs")
+    @classmethod
+    def _runs(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"need a non-empty list of distinct runs of {list(OPPORTUNITY_RUNS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _subject_lists_need_subject_split(self) -> OpportunityConfig:
+        # against the defaults, not "was it set": a dumped config validates again unchanged
+        for key in ("val_subjects", "test_subjects"):
+            value = getattr(self, key)
+            default = type(self).model_fields[key].get_default(call_default_factory=True)
+            if self.split == "official" and value != default:
+                raise ValueError(
+                    f"{key} {value} is not used by split 'official' (its runs fix train, val and "
+                    f"test); set data.opportunity.split: subjects to split by subject, or leave "
+                    f"{key} out"
+                )
+        return self
+
+
+class CustomDatasetConfig(_Strict):
+    """A bring-your-own data set (timoe.data.custom), selected by its key under data.custom."""
+
+    path: str = Field(
+        min_length=1,
+        description="folder holding windows.parquet and dataset.json, relative to the working directory",
+    )
+    val_subjects: list[int] = Field(default_factory=list, description="without a split column")
+    test_subjects: list[int] = Field(default_factory=list, description="without a split column")
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> CustomDatasetConfig:
+        if set(self.val_subjects) & set(self.test_subjects):
+            raise ValueError("val_subjects and test_subjects overlap")
+        return self
+
+
+class DataConfig(_Strict):
+    # built-in names (DATASET_NAMES) or keys of `custom`
+    datasets: list[str] = Field(default_factory=lambda: ["hapt", "basicmotions"])
     seed: int = Field(0, ge=0, lt=SEED_LIMIT)
     hapt: HaptConfig = HaptConfig()
     basicmotions: BasicMotionsConfig = BasicMotionsConfig()
     synthetic_regimes: SyntheticRegimesConfig = SyntheticRegimesConfig()
+    pamap2: Pamap2Config = Pamap2Config()
+    wesad: WesadConfig = WesadConfig()
+    opportunity: OpportunityConfig = OpportunityConfig()
+    custom: dict[str, CustomDatasetConfig] = Field(default_factory=dict)
 
     @field_validator("datasets")
     @classmethod
@@ -221,6 +403,36 @@ class DataConfig(_Strict):
         if len(set(v)) != len(v):
             raise ValueError("data sets listed twice")
         return v
+
+    @field_validator("custom")
+    @classmethod
+    def _custom_names(cls, v: dict[str, CustomDatasetConfig]) -> dict[str, CustomDatasetConfig]:
+        seen = {_name_clash_key(n): n for n in DATASET_NAMES}
+        for name in v:
+            if not _is_safe_name(name):
+                raise ValueError(f"{name!r}: a data set name may hold only letters, digits, '-' and '_'")
+            clash = seen.get(_name_clash_key(name))
+            if clash is not None:
+                what = "the built-in data set" if clash in DATASET_NAMES else "the custom data set"
+                raise ValueError(f"{name!r} clashes with {what} {clash!r}; choose another name")
+            seen[_name_clash_key(name)] = name
+        return v
+
+    @model_validator(mode="after")
+    def _known(self) -> DataConfig:
+        for i, name in enumerate(self.datasets):
+            if name not in DATASET_NAMES and name not in self.custom:
+                raise ValueError(
+                    f"data.datasets.{i}: {name!r} is neither a built-in data set {list(DATASET_NAMES)} "
+                    f"nor configured under data.custom {sorted(self.custom)}"
+                )
+            section = getattr(self, dataset_key(name), None)
+            if isinstance(section, _DownloadedConfig) and section.path is None:
+                raise ValueError(
+                    f"data.datasets lists {name} but data.{dataset_key(name)}.path is not set; "
+                    f"{section.source_hint}"
+                )
+        return self
 
 
 # ---------------------------------------------------------------- rus
@@ -557,7 +769,13 @@ def _windows(data: DataConfig) -> dict[str, int]:
         "hapt": ("data.hapt.window", data.hapt.window),
         "basicmotions": ("the BasicMotions window", BASICMOTIONS_STEPS),
         "synthetic-regimes": ("data.synthetic_regimes.window", data.synthetic_regimes.window),
+        "pamap2": ("data.pamap2.window", data.pamap2.window),
+        "wesad": ("data.wesad.window", data.wesad.window),
+        "opportunity": ("data.opportunity.window", data.opportunity.window),
     }
+    # a bring-your-own data set's window is n_timesteps in its dataset.json, not in params: the
+    # train stage refuses a model.patch_size longer than the prepared windows (training/build.py),
+    # the quantify stage a lag with too few samples (stages/quantify.py, rus.min_context_samples)
     return dict(known[d] for d in data.datasets if d in known)
 
 

@@ -146,6 +146,70 @@ def experiment_name(prefix: str, stage: str, dataset: str | None) -> str:
     return f"{prefix}/{dataset}" if dataset else f"{prefix}/{stage}"
 
 
+def _input_tags(inputs: Mapping[str, Path]) -> dict[str, str]:
+    """Path and content hash of every input, and the run that made it when it says so."""
+    tags: dict[str, str] = {}
+    for name, p in inputs.items():
+        tags[f"input.{name}.path"] = str(p)
+        tags[f"input.{name}.sha256"] = content_hash(Path(p))
+        upstream = Path(p) / RUN_ID_FILE if Path(p).is_dir() else Path(p).parent / RUN_ID_FILE
+        if upstream.exists():
+            tags[f"input.{name}.run_id"] = upstream.read_text().strip()
+    return tags
+
+
+def _lineage_tags(
+    *,
+    stage: str,
+    device: str,
+    dists: Any,
+    seed: int | None,
+    wildcards: Mapping[str, Any],
+    inputs: Mapping[str, Path],
+    parent_run_id: str | None,
+) -> dict[str, str]:
+    """The tags that tie a run to its code, environment, job, inputs and process."""
+    tags: dict[str, str] = {
+        "stage": stage,
+        "timoe_version": __version__,
+        "device": device,
+        "python": platform.python_version(),
+        **git_state(),
+    }
+    # The environment beside the code: a library change then shows as one (`timoe audit reproduce`).
+    tags.update(environment.fingerprint(dists=dists))
+    if seed is not None:
+        tags["seed"] = str(seed)
+    if "torch" in sys.modules:  # CPU numbers depend on the thread count; record it where torch runs
+        tags["torch_threads"] = str(sys.modules["torch"].get_num_threads())
+    for k, v in wildcards.items():
+        tags[f"wildcard.{k}"] = str(v)
+    tags.update(_input_tags(inputs))
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    if os.environ.get("SNAKEMAKE_JOBID"):
+        tags["snakemake_jobid"] = os.environ["SNAKEMAKE_JOBID"]
+    tags[HOST_TAG], tags[PID_TAG] = socket.gethostname(), str(os.getpid())
+    return tags
+
+
+def _log_config(
+    mlflow: Any, config: Mapping[str, Any], dists: Any, full_params: Mapping[str, Any] | None
+) -> None:
+    """Log the config as flat params and as JSON, the installed distributions, the full params."""
+    params = {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in flatten(config).items()}
+    items = list(params.items())
+    for i in range(0, len(items), 90):  # MLflow caps a log_params batch at 100
+        mlflow.log_params(dict(items[i : i + 90]))
+    mlflow.log_text(json.dumps(config, indent=2, default=str), "resolved_config.json")
+    mlflow.log_text(environment.freeze_text(dists), environment.DISTRIBUTIONS_ARTIFACT)
+    if full_params is not None:
+        # The whole validated config, so `timoe audit reproduce` can rerun the job as it was.
+        import yaml
+
+        mlflow.log_text(yaml.safe_dump(dict(full_params), sort_keys=True), "resolved_params.yaml")
+
+
 @contextlib.contextmanager
 def tracked_run(
     *,
@@ -172,48 +236,21 @@ def tracked_run(
     mlflow.set_tracking_uri(uri)
     with store_lock(uri):
         exp = mlflow.set_experiment(experiment)
-    tags: dict[str, str] = {
-        "stage": stage,
-        "timoe_version": __version__,
-        "device": device,
-        "python": platform.python_version(),
-        **git_state(),
-    }
-    # The environment beside the code: a library change then shows as one (`timoe audit reproduce`).
     dists = environment.installed_distributions()
-    tags.update(environment.fingerprint(dists=dists))
-    if seed is not None:
-        tags["seed"] = str(seed)
-    if "torch" in sys.modules:  # CPU numbers depend on the thread count; record it where torch runs
-        tags["torch_threads"] = str(sys.modules["torch"].get_num_threads())
-    for k, v in (wildcards or {}).items():
-        tags[f"wildcard.{k}"] = str(v)
-    for name, p in (inputs or {}).items():
-        tags[f"input.{name}.path"] = str(p)
-        tags[f"input.{name}.sha256"] = content_hash(Path(p))
-        upstream = Path(p) / RUN_ID_FILE if Path(p).is_dir() else Path(p).parent / RUN_ID_FILE
-        if upstream.exists():
-            tags[f"input.{name}.run_id"] = upstream.read_text().strip()
-    if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
-    if os.environ.get("SNAKEMAKE_JOBID"):
-        tags["snakemake_jobid"] = os.environ["SNAKEMAKE_JOBID"]
-    tags[HOST_TAG], tags[PID_TAG] = socket.gethostname(), str(os.getpid())
+    tags = _lineage_tags(
+        stage=stage,
+        device=device,
+        dists=dists,
+        seed=seed,
+        wildcards=wildcards or {},
+        inputs=inputs or {},
+        parent_run_id=parent_run_id,
+    )
     with mlflow.start_run(
         experiment_id=exp.experiment_id, run_name=run_name, tags=tags, nested=nested
     ) as run:
         end_killed_runs(exp.experiment_id, stage, wildcards or {}, run.info.run_id)
-        params = {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in flatten(config).items()}
-        items = list(params.items())
-        for i in range(0, len(items), 90):  # MLflow caps a log_params batch at 100
-            mlflow.log_params(dict(items[i : i + 90]))
-        mlflow.log_text(json.dumps(config, indent=2, default=str), "resolved_config.json")
-        mlflow.log_text(environment.freeze_text(dists), environment.DISTRIBUTIONS_ARTIFACT)
-        if full_params is not None:
-            # The whole validated config, so `timoe audit reproduce` can rerun the job as it was.
-            import yaml
-
-            mlflow.log_text(yaml.safe_dump(dict(full_params), sort_keys=True), "resolved_params.yaml")
+        _log_config(mlflow, config, dists, full_params)
         if out_dir is not None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             (Path(out_dir) / RUN_ID_FILE).write_text(run.info.run_id + "\n")

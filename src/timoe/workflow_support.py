@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
+import os
 import re
 import shutil
 import subprocess
@@ -17,11 +17,11 @@ import yaml
 from timoe.atomic import atomic_write_text
 from timoe.config import DATASET_NAMES, MODEL_NAMES, RUNTIME_DIR, ConfigError, Params, read_yaml, validate
 from timoe.models.model import needs_rus
-from timoe.workflow_targets import targets
+from timoe.stage_specs import USED_PARAMS_FILE, job_inputs, reads_json, stage, targets
 
 RESOLVED_DIR = RUNTIME_DIR / "params"
 # The params of the last successful run, beside dvc.lock (commit both).
-USED_PARAMS = Path("params.used.yaml")
+USED_PARAMS = Path(USED_PARAMS_FILE)
 
 
 @dataclass
@@ -71,34 +71,20 @@ class Pipeline:
             return r"\d+"
         return "|".join(re.escape(n) for n in sorted(set(names[name]), key=len, reverse=True))
 
-    def _get(self, dotted: str) -> Any:
-        node: Any = self.params.model_dump()
-        for part in dotted.split("."):
-            node = node[part]
-        return node
+    def output(self, name: str) -> str:
+        """A stage's output path template (timoe.stage_specs declares it)."""
+        return stage(name).output
 
-    def params_json(self, *keys: str, exclude: tuple[str, ...] = ()) -> str:
-        """The params a rule reads, as a stable string for Snakemake's params rerun trigger."""
-        picked = {k: self._get(k) for k in keys}
-        for ex in exclude:
-            head, _, leaf = ex.rpartition(".")
-            if head in picked and isinstance(picked[head], dict):
-                picked[head] = {k: v for k, v in picked[head].items() if k != leaf}
-        return json.dumps(picked, sort_keys=True)
+    def reads(self, name: str, wildcards: Any) -> str:
+        """The params one job reads, as a stable string: Snakemake's params rerun trigger."""
+        return reads_json(self.params, name, **dict(wildcards.items()))
 
-    def model_inputs(self, dataset: str, model: str, *, with_sweep: bool) -> dict[str, str]:
-        inputs = {"data": f"data/processed/{dataset}"}
-        if needs_rus(model):
-            inputs["rus"] = f"results/rus/{dataset}"
-        if with_sweep:
-            inputs["sweep"] = f"results/sweeps/{dataset}/{model}"
-        return inputs
+    def inputs(self, name: str, wildcards: Any = None) -> dict[str, str | list[str]]:
+        """The named inputs of one job (for `unpack`): the upstream outputs it needs."""
+        return job_inputs(self.params, name, needs_rus, **dict(wildcards.items() if wildcards else {}))
 
-    def all_model_outputs(self) -> list[str]:
-        return targets(self.params, "train")
-
-    def all_sweep_outputs(self) -> list[str]:
-        return targets(self.params, "sweep")
+    def targets(self, name: str) -> list[str]:
+        return targets(self.params, name)
 
     def on_start(self) -> None:
         from timoe.tracking import init_store
@@ -113,12 +99,37 @@ class Pipeline:
         dvc_commit(Path("."))
 
 
+def interpreter_scripts_first_on_path() -> None:
+    """Put this interpreter's scripts folder first on PATH, so every rule's `timoe` is this env's."""
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
+# The one Snakemake lint timoe does not follow. Jobs run in the environment `make setup` builds
+# from the hash-locked requirements (each run records its fingerprint), not in a conda env per
+# rule; naming environment.yml there would make Snakemake's software-env trigger rerun the
+# study whenever that file changes, while the jobs never run in it.
+ACCEPTED_LINTS = ("Specify a conda environment or container for each rule",)
+
+
+def workflow_lints(root: Path) -> tuple[list[str], str]:
+    """(the titles of Snakemake's lints that are not accepted, its whole report) for root's Snakefile."""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), "--lint", "--cores", "1"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    report = result.stdout + result.stderr
+    titles = [ln.strip()[2:] for ln in report.splitlines() if ln.startswith("    * ")]
+    return [t for t in titles if not t.startswith(ACCEPTED_LINTS)], report
+
+
 def committable_stages(root: Path) -> list[str]:
     """dvc.yaml stages whose deps and outs all exist (a partial run commits what it made)."""
     spec = yaml.safe_load((root / "dvc.yaml").read_text())
     ready = []
-    for name, stage in spec.get("stages", {}).items():
-        paths = [*stage.get("deps", []), *stage.get("outs", [])]
+    for name, entry in spec.get("stages", {}).items():
+        paths = [*entry.get("deps", []), *entry.get("outs", [])]
         if all((root / str(p)).exists() for p in paths):
             ready.append(name)
     return ready

@@ -1,21 +1,20 @@
 rule evaluate:
     input:
-        models=PIPE.all_model_outputs(),
-        rus=expand("results/rus/{dataset}", dataset=P.data.datasets),
-        sweeps=PIPE.all_sweep_outputs() if P.train.use_sweep else [],
+        **PIPE.inputs("evaluate"),
         # optional inputs of claims the default runs cannot measure (`make checks` writes them)
         checks=[CHECKS_DIR] if Path(CHECKS_DIR).is_dir() else [],
     output:
         report(
-            directory("results/benchmark"),
+            directory(PIPE.output("evaluate")),
             patterns=["{name}.png"],
             caption="../report/benchmark.rst",
             category="Benchmark",
         ),
     params:
-        reads=lambda w: PIPE.params_json("evaluate"),
+        reads=lambda w: PIPE.reads("evaluate", w),
+        resolved=RESOLVED_PATH,
         rus=lambda w, input: " ".join(f"--rus {shlex.quote(d)}" for d in input.rus),
-        sweeps=lambda w, input: " ".join(f"--sweeps {shlex.quote(d)}" for d in input.sweeps),
+        sweeps=lambda w, input: " ".join(f"--sweeps {shlex.quote(d)}" for d in getattr(input, "sweeps", [])),
         checks=lambda w, input: " ".join(f"--checks {shlex.quote(d)}" for d in input.checks),
     # Slurm asks for these (memory and time grow with each retry); declared per rule so that
     # `--default-resources` on the command line cannot drop them. MiB, minutes.
@@ -26,4 +25,4 @@ rule evaluate:
         "logs/evaluate.log",
     shell:
         "TIMOE_LOG={log:q} timoe evaluate {input.models:q} {params.rus} {params.sweeps} {params.checks} --out {output:q}"
-        " --params {RESOLVED:q} > {log:q} 2>&1"
+        " --params {params.resolved:q} > {log:q} 2>&1"

@@ -1,8 +1,9 @@
 rule prepare:
     output:
-        directory("data/processed/{dataset}"),
+        directory(PIPE.output("prepare")),
     params:
-        reads=lambda w: PIPE.params_json("data.seed", f"data.{dataset_key(w.dataset)}"),
+        reads=lambda w: PIPE.reads("prepare", w),
+        resolved=RESOLVED_PATH,
     # Slurm asks for these (memory and time grow with each retry); declared per rule so that
     # `--default-resources` on the command line cannot drop them. MiB, minutes.
     resources:
@@ -11,4 +12,4 @@ rule prepare:
     log:
         "logs/prepare/{dataset}.log",
     shell:
-        "TIMOE_LOG={log:q} timoe prepare --dataset {wildcards.dataset:q} --out {output:q} --params {RESOLVED:q} > {log:q} 2>&1"
+        "TIMOE_LOG={log:q} timoe prepare --dataset {wildcards.dataset:q} --out {output:q} --params {params.resolved:q} > {log:q} 2>&1"

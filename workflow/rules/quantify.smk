@@ -1,10 +1,11 @@
 rule quantify:
     input:
-        data="data/processed/{dataset}",
+        unpack(lambda w: PIPE.inputs("quantify", w)),
     output:
-        directory("results/rus/{dataset}"),
+        directory(PIPE.output("quantify")),
     params:
-        reads=lambda w: PIPE.params_json("rus", "data.seed"),
+        reads=lambda w: PIPE.reads("quantify", w),
+        resolved=RESOLVED_PATH,
     # Slurm asks for these (memory and time grow with each retry); declared per rule so that
     # `--default-resources` on the command line cannot drop them. MiB, minutes.
     resources:
@@ -14,4 +15,4 @@ rule quantify:
         "logs/quantify/{dataset}.log",
     shell:
         "TIMOE_LOG={log:q} timoe quantify --dataset {wildcards.dataset:q} --data {input.data:q} --out {output:q}"
-        " --params {RESOLVED:q} > {log:q} 2>&1"
+        " --params {params.resolved:q} > {log:q} 2>&1"

@@ -1,15 +1,12 @@
 rule sweep:
     input:
-        unpack(lambda w: PIPE.model_inputs(w.dataset, w.model, with_sweep=False)),
+        unpack(lambda w: PIPE.inputs("sweep", w)),
     output:
-        directory("results/sweeps/{dataset}/{model}"),
+        directory(PIPE.output("sweep")),
     threads: P.sweep.n_workers
     params:
-        reads=lambda w: PIPE.params_json(
-            "sweep", "model", "train.batch_size", "train.lr", "train.weight_decay", "train.grad_clip",
-            "train.warmup_epochs", "train.max_train_windows", "train.device", "train.label_smoothing",
-            "train.augment",
-        ),
+        reads=lambda w: PIPE.reads("sweep", w),
+        resolved=RESOLVED_PATH,
         rus=lambda w, input: f"--rus {shlex.quote(input.rus)}" if "rus" in input.keys() else "",
     # Slurm asks for these (memory and time grow with each retry); declared per rule so that
     # `--default-resources` on the command line cannot drop them. MiB, minutes.
@@ -20,4 +17,4 @@ rule sweep:
         "logs/sweep/{dataset}/{model}.log",
     shell:
         "TIMOE_LOG={log:q} timoe sweep --dataset {wildcards.dataset:q} --model {wildcards.model:q}"
-        " --data {input.data:q} {params.rus} --out {output:q} --params {RESOLVED:q} > {log:q} 2>&1"
+        " --data {input.data:q} {params.rus} --out {output:q} --params {params.resolved:q} > {log:q} 2>&1"

@@ -1,11 +1,12 @@
 rule train:
     input:
-        unpack(lambda w: PIPE.model_inputs(w.dataset, w.model, with_sweep=P.train.use_sweep)),
+        unpack(lambda w: PIPE.inputs("train", w)),
     output:
-        directory("results/models/{dataset}/{model}/seed{seed}"),
+        directory(PIPE.output("train")),
     threads: max(1, P.train.num_threads)
     params:
-        reads=lambda w: PIPE.params_json("model", "train", exclude=("train.seeds",)),
+        reads=lambda w: PIPE.reads("train", w),
+        resolved=RESOLVED_PATH,
         extra=lambda w, input: " ".join(
             f"--{k} {shlex.quote(input[k])}" for k in ("rus", "sweep") if k in input.keys()
         ),
@@ -20,4 +21,4 @@ rule train:
     shell:
         "TIMOE_LOG={log:q} timoe train --dataset {wildcards.dataset:q} --model {wildcards.model:q}"
         " --seed {wildcards.seed:q} --data {input.data:q} {params.extra} --checkpoints {params.checkpoints:q}"
-        " --out {output:q} --params {RESOLVED:q} > {log:q} 2>&1"
+        " --out {output:q} --params {params.resolved:q} > {log:q} 2>&1"

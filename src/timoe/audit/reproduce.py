@@ -101,6 +101,187 @@ def dirty_warning(run_id: str, commit: str, dirty: str, diff_sha256: str) -> str
     )
 
 
+@dataclass
+class _Job:
+    """One reproduction in progress: the audited run, the repository, the scratch folder."""
+
+    store: Store
+    run: Any
+    tags: dict[str, str]
+    stage: str
+    root: Path  # the repository the worktree is added to
+    scratch: Path  # the worktree, params file, restored inputs, rerun output, log and store
+    outcome: Outcome
+    echo: Callable[[str], None]
+
+    @property
+    def run_id(self) -> str:
+        return self.run.info.run_id
+
+    @property
+    def commit(self) -> str:
+        return self.tags.get("git_commit", "unknown")
+
+    @property
+    def dirty(self) -> str:
+        return self.tags.get("git_dirty", "unknown")
+
+    @property
+    def code(self) -> Path:
+        return self.scratch / "code"
+
+
+def _audited_run(store: Store, ref: str) -> tuple[Any, str]:
+    """The run `ref` names and its stage; AuditError for a trial or a run timoe did not make."""
+    run = store.run(ref)
+    tags = dict(run.data.tags)
+    stage = tags.get("stage", "")
+    run_id = run.info.run_id
+    if stage == TRIAL_STAGE:
+        raise AuditError(
+            f"run {run_id} is one Optuna trial; reproduce its sweep run "
+            f"{tags.get('mlflow.parentRunId', '')} instead"
+        )
+    if stage not in ("prepare", "quantify", "sweep", "train", "evaluate"):
+        raise AuditError(f"run {run_id} has no timoe stage tag (stage={stage!r}); it was not made by timoe")
+    return run, stage
+
+
+def _announce(run: Any, stage: str, outcome: Outcome, echo: Callable[[str], None]) -> None:
+    """Name the job being reproduced; note an unfinished run, warn loudly about a dirty one."""
+    tags = dict(run.data.tags)
+    run_id = run.info.run_id
+    wild = " ".join(v for k, v in sorted(tags.items()) if k.startswith("wildcard."))
+    echo(f"reproducing run {run_id}: {stage} {wild}".rstrip())
+    if run.info.status != "FINISHED":
+        outcome.notes.append(f"the run's status is {run.info.status}: its metrics may be partial")
+    dirty = tags.get("git_dirty", "unknown")
+    if dirty != "false":
+        echo(dirty_warning(run_id, tags.get("git_commit", "unknown"), dirty, tags.get("git_diff_sha256", "")))
+
+
+def _check_out_code(job: _Job) -> None:
+    """[1/5] A worktree at the run's commit, with the uncommitted diff replayed when it can be."""
+    add_worktree(job.root, job.commit, job.code)
+    job.echo(f"[1/5] code: git worktree at {job.commit[:12]} in {job.code}")
+    if job.dirty != "true":
+        return
+    if replay_dirty_tree(job.root, job.code, job.commit, job.tags.get("git_diff_sha256", "")):
+        job.echo("      the working tree holds a diff with the recorded hash: replayed it")
+    else:
+        job.outcome.notes.append(
+            "dirty run: rebuilt from the commit alone (the recorded diff is not available)"
+        )
+
+
+def _redirect_config(cfg: dict[str, Any], uri: str, prefix: str | None, dev: str) -> None:
+    """Point the rebuilt config at the rerun's store and device, and away from the recorded study."""
+    tracking = dict(cfg.get("tracking") or {})
+    tracking["uri"] = uri
+    if prefix:
+        tracking["experiment_prefix"] = prefix
+    cfg["tracking"] = tracking
+    for sec in ("train", "rus"):
+        if sec in cfg:
+            cfg[sec] = {**cfg[sec], "device": dev}
+    if "sweep" in cfg:
+        cfg["sweep"] = {**cfg["sweep"], "storage": None}  # a fresh study, never the recorded one
+
+
+def _write_params(job: _Job, device: str, rerun_uri: str | None) -> tuple[dict[str, Any], Path, str]:
+    """[2/5] The run's full config as params.yaml: (config, its path, the rerun's tracking URI)."""
+    cfg, source = rebuild_config(job.store, job.run, job.code)
+    dev, dev_note = pick_device(job.tags.get("device", "cpu"), device)
+    if dev_note:
+        job.outcome.notes.append(dev_note)
+    uri = _absolute_uri(rerun_uri) if rerun_uri else f"sqlite:///{job.scratch / 'rerun.db'}"
+    _redirect_config(cfg, uri, _experiment_prefix(job.store, job.run), dev)
+    params_file = job.scratch / "params.yaml"
+    params_file.write_text(yaml.safe_dump(cfg, sort_keys=True))
+    job.echo(f"[2/5] config: {source} -> {params_file} (device {dev}, rerun logged to {uri})")
+    return cfg, params_file, uri
+
+
+def _restore_inputs(job: _Job) -> dict[str, Restored]:
+    """[3/5] Every recorded input, by content hash; a train job's lost sweep is synthesised."""
+    dvc = DvcSource(job.root, job.code, job.commit)
+    restored: dict[str, Restored] = {}
+    for name, inp in inputs_of(job.run).items():
+        try:
+            restored[name] = restore_input(
+                name,
+                inp.get("path", ""),
+                inp.get("sha256", ""),
+                repo=job.root,
+                code=job.code,
+                scratch=job.scratch,
+                dvc=dvc,
+            )
+        except AuditError:
+            if not (job.stage == "train" and name == "sweep"):
+                raise
+            restored[name] = _synthesised_sweep(job.store, job.run, job.scratch)
+        job.echo(f"[3/5] input {name}: {restored[name].how}")
+    if not restored:
+        job.echo("[3/5] inputs: none recorded (the stage reads installed data packages)")
+    return restored
+
+
+def _rerun(job: _Job, restored: dict[str, Restored], params_file: Path, extra: list[str]) -> Path:
+    """[4/5] The same `timoe <stage>` command with the worktree's code; its output folder."""
+    out = job.scratch / "out"
+    cmd = stage_command(job.stage, job.tags, restored, out, params_file, extra)
+    job.echo(f"[4/5] rerun: timoe {' '.join(cmd)}  (cwd {job.code})")
+    started = time.time()
+    _run_stage(cmd, job.code, job.scratch / "rerun.log")
+    job.echo(f"      done in {time.time() - started:.1f} s")
+    return out
+
+
+def _code_note(job: _Job, new_tags: dict[str, str]) -> str | None:
+    """Whether the rerun ran the run's code: a note when the commit or the diff hash differ."""
+    if new_tags.get("git_commit") != job.commit:
+        return f"the rerun recorded commit {new_tags.get('git_commit')}, not {job.commit}"
+    if job.dirty == "true":
+        same = new_tags.get("git_diff_sha256") == job.tags.get("git_diff_sha256")
+        return (
+            "the rerun's code had the recorded diff hash: same code as the run"
+            if same
+            else "the rerun's code differs from the run's (its uncommitted diff was not replayed)"
+        )
+    return None
+
+
+def _compare(job: _Job, out: Path, uri: str, ignore: tuple[str, ...]) -> None:
+    """[5/5] Tag the rerun as a reproduction; its metrics, data sources, code and environment
+    against the run's, into job.outcome."""
+    outcome, tags = job.outcome, job.tags
+    new_id = (out / RUN_ID_FILE).read_text().strip()
+    outcome.reproduced_run_id = new_id
+    rerun_store = Store(uri)
+    rerun_store.client.set_tag(new_id, REPRO_TAG, job.run_id)
+    new = rerun_store.run(new_id)
+    new_tags = new.data.tags
+    outcome.rows = compare_metrics(dict(job.run.data.metrics), dict(new.data.metrics), ignore)
+    for key in sorted(k for k in set(tags) | set(new_tags) if k.startswith("source.")):
+        if tags.get(key) != new_tags.get(key):
+            outcome.tag_differences[key] = (tags.get(key), new_tags.get(key))
+    note = _code_note(job, new_tags)
+    if note is not None:
+        outcome.notes.append(note)
+    outcome.notes += environment_notes(job.store, job.run, rerun_store, new)
+    job.echo(f"[5/5] compare: recorded run {job.run_id} vs reproduced run {new_id}")
+
+
+def _clean_up(job: _Job, keep: bool) -> None:
+    """Remove the worktree and scratch folder, or say where they were kept."""
+    if keep:
+        job.echo(f"kept {job.scratch} (remove the worktree with: git worktree remove --force {job.code})")
+    else:
+        remove_worktree(job.root, job.code)
+        shutil.rmtree(job.scratch, ignore_errors=True)
+
+
 def reproduce(
     store: Store,
     ref: str,
@@ -113,113 +294,26 @@ def reproduce(
     ignore: tuple[str, ...] = DEFAULT_IGNORE,
     echo: Callable[[str], None] = print,
 ) -> Outcome:
-    run = store.run(ref)
-    tags = dict(run.data.tags)
-    stage = tags.get("stage", "")
-    run_id = run.info.run_id
-    if stage == TRIAL_STAGE:
-        raise AuditError(
-            f"run {run_id} is one Optuna trial; reproduce its sweep run "
-            f"{tags.get('mlflow.parentRunId', '')} instead"
-        )
-    if stage not in ("prepare", "quantify", "sweep", "train", "evaluate"):
-        raise AuditError(f"run {run_id} has no timoe stage tag (stage={stage!r}); it was not made by timoe")
-    outcome = Outcome(run_id)
-    wild = " ".join(v for k, v in sorted(tags.items()) if k.startswith("wildcard."))
-    echo(f"reproducing run {run_id}: {stage} {wild}".rstrip())
-    if run.info.status != "FINISHED":
-        outcome.notes.append(f"the run's status is {run.info.status}: its metrics may be partial")
-    commit = tags.get("git_commit", "unknown")
-    dirty = tags.get("git_dirty", "unknown")
-    if dirty != "false":
-        echo(dirty_warning(run_id, commit, dirty, tags.get("git_diff_sha256", "")))
+    """Rerun the job that made run `ref` at its code and data version; compare the metrics.
+
+    The steps are echoed as [1/5]..[5/5]; the scratch folder (worktree included) is removed
+    afterwards unless `keep`.
+    """
+    run, stage = _audited_run(store, ref)
+    outcome = Outcome(run.info.run_id)
+    _announce(run, stage, outcome, echo)
     root = repo_root(repo)
     scratch = Path(tempfile.mkdtemp(prefix="timoe-reproduce-", dir=workdir))
-    code = scratch / "code"
+    job = _Job(store, run, dict(run.data.tags), stage, root, scratch, outcome, echo)
     try:
-        add_worktree(root, commit, code)
-        echo(f"[1/5] code: git worktree at {commit[:12]} in {code}")
-        if dirty == "true":
-            if replay_dirty_tree(root, code, commit, tags.get("git_diff_sha256", "")):
-                echo("      the working tree holds a diff with the recorded hash: replayed it")
-            else:
-                outcome.notes.append(
-                    "dirty run: rebuilt from the commit alone (the recorded diff is not available)"
-                )
-        cfg, source = rebuild_config(store, run, code)
-        dev, dev_note = pick_device(tags.get("device", "cpu"), device)
-        if dev_note:
-            outcome.notes.append(dev_note)
-        uri = _absolute_uri(rerun_uri) if rerun_uri else f"sqlite:///{scratch / 'rerun.db'}"
-        tracking = dict(cfg.get("tracking") or {})
-        tracking["uri"] = uri
-        prefix = _experiment_prefix(store, run)
-        if prefix:
-            tracking["experiment_prefix"] = prefix
-        cfg["tracking"] = tracking
-        for sec in ("train", "rus"):
-            if sec in cfg:
-                cfg[sec] = {**cfg[sec], "device": dev}
-        if "sweep" in cfg:
-            cfg["sweep"] = {**cfg["sweep"], "storage": None}  # a fresh study, never the recorded one
-        params_file = scratch / "params.yaml"
-        params_file.write_text(yaml.safe_dump(cfg, sort_keys=True))
-        echo(f"[2/5] config: {source} -> {params_file} (device {dev}, rerun logged to {uri})")
-
-        dvc = DvcSource(root, code, commit)
-        restored: dict[str, Restored] = {}
-        for name, inp in inputs_of(run).items():
-            try:
-                restored[name] = restore_input(
-                    name,
-                    inp.get("path", ""),
-                    inp.get("sha256", ""),
-                    repo=root,
-                    code=code,
-                    scratch=scratch,
-                    dvc=dvc,
-                )
-            except AuditError:
-                if not (stage == "train" and name == "sweep"):
-                    raise
-                restored[name] = _synthesised_sweep(store, run, scratch)
-            echo(f"[3/5] input {name}: {restored[name].how}")
-        if not restored:
-            echo("[3/5] inputs: none recorded (the stage reads installed data packages)")
+        _check_out_code(job)
+        cfg, params_file, uri = _write_params(job, device, rerun_uri)
+        restored = _restore_inputs(job)
         extra = _sweep_extra(store, run, cfg) if stage == "sweep" else []
-        out = scratch / "out"
-        cmd = stage_command(stage, tags, restored, out, params_file, extra)
-        echo(f"[4/5] rerun: timoe {' '.join(cmd)}  (cwd {code})")
-        started = time.time()
-        _run_stage(cmd, code, scratch / "rerun.log")
-        echo(f"      done in {time.time() - started:.1f} s")
-
-        new_id = (out / RUN_ID_FILE).read_text().strip()
-        outcome.reproduced_run_id = new_id
-        rerun_store = Store(uri)
-        rerun_store.client.set_tag(new_id, REPRO_TAG, run_id)
-        new = rerun_store.run(new_id)
-        outcome.rows = compare_metrics(dict(run.data.metrics), dict(new.data.metrics), ignore)
-        for key in sorted(k for k in set(tags) | set(new.data.tags) if k.startswith("source.")):
-            if tags.get(key) != new.data.tags.get(key):
-                outcome.tag_differences[key] = (tags.get(key), new.data.tags.get(key))
-        if new.data.tags.get("git_commit") != commit:
-            outcome.notes.append(f"the rerun recorded commit {new.data.tags.get('git_commit')}, not {commit}")
-        elif dirty == "true":
-            same = new.data.tags.get("git_diff_sha256") == tags.get("git_diff_sha256")
-            outcome.notes.append(
-                "the rerun's code had the recorded diff hash: same code as the run"
-                if same
-                else "the rerun's code differs from the run's (its uncommitted diff was not replayed)"
-            )
-        outcome.notes += environment_notes(store, run, rerun_store, new)
-        echo(f"[5/5] compare: recorded run {run_id} vs reproduced run {new_id}")
+        out = _rerun(job, restored, params_file, extra)
+        _compare(job, out, uri, ignore)
     finally:
-        if keep:
-            echo(f"kept {scratch} (remove the worktree with: git worktree remove --force {code})")
-        else:
-            remove_worktree(root, code)
-            shutil.rmtree(scratch, ignore_errors=True)
+        _clean_up(job, keep)
     return outcome
 
 

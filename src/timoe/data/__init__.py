@@ -4,7 +4,7 @@ Public entry points: `prepare_dataset`, `load_prepared`, `PreparedData`, `get_da
 `DATASETS`, and the errors in `timoe.data.errors`.
 """
 
-from timoe.data import basicmotions, custom, hapt, pamap2, wesad
+from timoe.data import basicmotions, custom, hapt, opportunity, pamap2, wesad
 from timoe.data.errors import (
     DataError,
     DataFormatError,
@@ -31,6 +31,7 @@ __all__ = [
     "get_dataset",
     "hapt",
     "load_prepared",
+    "opportunity",
     "pamap2",
     "prepare_dataset",
     "wesad",

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 SPLITS = ("train", "val", "test")
+# What no two splits may share: a subject (every data set so far, so the default), or only a
+# recording where a protocol puts one subject's runs in train and test (OPPORTUNITY's official
+# split). Windows overlap only inside one recording, so either unit keeps overlapping windows
+# out of two splits; "subject" also keeps the test subjects unseen.
+SplitUnit = Literal["subject", "recording"]
+SPLIT_UNITS: tuple[str, ...] = get_args(SplitUnit)
 
 
 def is_index(value: object) -> bool:
@@ -58,11 +64,33 @@ def names_problem(names: object, what: str) -> str | None:
     return None
 
 
-def shared_subjects(subject: np.ndarray, split: np.ndarray) -> list[int]:
-    """Subjects with windows in more than one split (a leak of test or val data into training)."""
-    pairs = np.unique(np.stack([subject.astype(np.int64), np.unique(split, return_inverse=True)[1]]), axis=1)
-    ids, n_splits = np.unique(pairs[0], return_counts=True)
-    return ids[n_splits > 1].tolist()
+def spanning_ids(ids: np.ndarray, split: np.ndarray) -> list[int]:
+    """Ids (of subjects or recordings) with windows in more than one split (a leak of test or val
+    data into training)."""
+    if ids.size == 0:
+        return []
+    pairs = np.unique(np.stack([ids.astype(np.int64), np.unique(split, return_inverse=True)[1]]), axis=1)
+    uniq, n_splits = np.unique(pairs[0], return_counts=True)
+    return uniq[n_splits > 1].tolist()
+
+
+def split_leak(
+    split_unit: object, subject: np.ndarray, recording: np.ndarray, split: np.ndarray
+) -> str | None:
+    """Why the split does not keep each `split_unit` (see SplitUnit) inside one split, or None.
+
+    The builder (`WindowedDataset`) and the loader (`timoe.data.io.load_prepared`) both ask this,
+    so the rule prepare wrote by is the rule a load checks.
+    """
+    if split_unit not in SPLIT_UNITS:
+        return f"split_unit must be one of {list(SPLIT_UNITS)}, got {split_unit!r}"
+    shared = spanning_ids(subject if split_unit == "subject" else recording, split)
+    if not shared:
+        return None
+    return (
+        f"{split_unit}(s) {shared[:10]} have windows in more than one split; "
+        f"this data set is split by {split_unit} (split_unit {split_unit!r})"
+    )
 
 
 @dataclass(frozen=True)
@@ -93,7 +121,7 @@ class WindowedDataset:
     step_labels (N, T) int32 class index or -1 for an excluded label; subject, recording,
     start (N,) int32; split (N,) str in SPLITS. `recording` ids are unique within the data set,
     and `start` is the window's offset in its recording, so temporal lags can be kept inside one
-    recording.
+    recording. `split_unit` is what no two splits share (SplitUnit; meta.json keeps it).
     """
 
     name: str
@@ -111,6 +139,7 @@ class WindowedDataset:
     config: dict[str, Any]
     sample_rate_hz: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    split_unit: SplitUnit = "subject"
 
     def __post_init__(self) -> None:
         n, t, c = self.x.shape
@@ -137,11 +166,8 @@ class WindowedDataset:
         bad = set(np.unique(self.split).tolist()) - set(SPLITS)
         if bad:
             raise ValueError(f"{self.name}: unknown split name(s) {sorted(bad)}")
-        shared = shared_subjects(self.subject, self.split) if n else []
-        if shared:
-            raise ValueError(
-                f"{self.name}: subject(s) {shared[:10]} have windows in more than one split; "
-                "splits must be by subject"
-            )
+        leak = split_leak(self.split_unit, self.subject, self.recording, self.split)
+        if leak:
+            raise ValueError(f"{self.name}: {leak}")
         if n and (self.label.min() < 0 or self.label.max() >= len(self.classes)):
             raise ValueError(f"{self.name}: window labels outside 0..{len(self.classes) - 1}")

@@ -11,6 +11,10 @@
 Without a split column, windows are split by subject with val_subjects / test_subjects.
 Without recording/start, each window is its own recording starting at 0, so no temporal
 relation between windows is invented; provide them to let lags span neighbouring windows.
+
+From params: `data.custom.<name>: {path: <folder with both files>, val_subjects, test_subjects}`
+and `<name>` in `data.datasets` (`build_configured`); the data set is then called <name>, whatever
+dataset.json's "name" says.
 """
 
 from __future__ import annotations
@@ -23,10 +27,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from timoe.config import DataConfig
 from timoe.data.base import SPLITS, WindowedDataset, is_index, modality_problem, names_problem
-from timoe.data.errors import DataFormatError, DataSourceError
-from timoe.data.sources import sha256_file
+from timoe.data.errors import DataFormatError, DataSourceError, UnknownDatasetError
+from timoe.data.sources import configured_folder, sha256_file
 from timoe.data.splits import require_splits, split_by_subject
+
+WINDOWS_FILE = "windows.parquet"
+SPEC_FILE = "dataset.json"
+FORMAT_HINT = f"the folder must hold {WINDOWS_FILE} and {SPEC_FILE} (see the README, 'Adding a data set')"
 
 
 def read_spec(path: Path) -> dict[str, Any]:
@@ -80,50 +89,26 @@ def build(
     val_subjects: Sequence[int] = (),
     test_subjects: Sequence[int] = (),
     seed: int = 0,
+    name: str | None = None,
 ) -> WindowedDataset:
-    """Read a user windows parquet (and its dataset.json, default: next to it)."""
+    """Read a user windows parquet (and its dataset.json, default: next to it); `name` (default
+    dataset.json's) names the data set."""
     parquet = Path(parquet)
-    spec_path = parquet.with_name("dataset.json") if spec_path is None else Path(spec_path)
+    spec_path = parquet.with_name(SPEC_FILE) if spec_path is None else Path(spec_path)
     spec = read_spec(spec_path)
-    if not parquet.is_file():
-        raise DataSourceError(f"{parquet}: windows parquet not found")
-    try:
-        frame = pl.read_parquet(parquet)
-    except Exception as err:  # polars/arrow raise many types for a damaged file
-        raise DataFormatError(f"{parquet}: cannot be read as parquet ({type(err).__name__}: {err})") from None
-    missing = [c for c in ("subject", "label", "x") if c not in frame.columns]
-    if missing:
-        raise DataFormatError(f"{parquet}: missing column(s) {missing}")
+    frame = _read_windows(parquet)
     t, channels, classes = int(spec["n_timesteps"]), list(spec["channels"]), list(spec["classes"])
-    n, c = len(frame), len(channels)
-    x = _lists(frame, "x", t * c, parquet).astype(np.float32).reshape(n, t, c)
-    bad = ~np.isfinite(x).all(axis=(1, 2))
-    if bad.any():
-        raise DataFormatError(
-            f"{parquet}: column x holds NaN or inf in {int(bad.sum())} window(s) (rows "
-            f"{np.flatnonzero(bad)[:5].tolist()}); timoe does not impute"
-        )
-    raw = _column(frame, "label", parquet)
-    if raw.dtype.kind in "OUS":
-        unknown = sorted(set(raw.tolist()) - set(classes))
-        if unknown:
-            raise DataFormatError(f"{parquet}: labels {unknown} not in dataset.json classes")
-        label = np.asarray([classes.index(v) for v in raw], dtype=np.int32)
-    else:
-        label = raw.astype(np.int32)
+    n = len(frame)
+    x = _windows(frame, parquet, t, len(channels))
+    label = _labels(frame, parquet, classes)
     subject = _column(frame, "subject", parquet).astype(np.int32)
-    if "split" in frame.columns:
-        split = _column(frame, "split", parquet).astype("<U5")
-        bad = sorted(set(split.tolist()) - set(SPLITS))
-        if bad:
-            raise DataFormatError(f"{parquet}: unknown split value(s) {bad}")
-    else:
-        split = split_by_subject(subject, test_subjects, val_subjects)
-    require_splits(split, str(spec["name"]))
+    split = _split(frame, parquet, subject, val_subjects, test_subjects)
+    name = str(spec["name"]) if name is None else name
+    require_splits(split, name)
     has = frame.columns.__contains__
     try:
         return WindowedDataset(
-            name=str(spec["name"]),
+            name=name,
             x=x,
             label=label,
             step_labels=(
@@ -137,9 +122,9 @@ def build(
                 if has("recording")
                 else np.arange(n, dtype=np.int32)
             ),
-            start=_column(frame, "start", parquet).astype(np.int32)
-            if has("start")
-            else np.zeros(n, np.int32),
+            start=(
+                _column(frame, "start", parquet).astype(np.int32) if has("start") else np.zeros(n, np.int32)
+            ),
             split=split,
             channels=channels,
             modalities={k: [int(i) for i in v] for k, v in spec["modalities"].items()},
@@ -153,3 +138,72 @@ def build(
         )
     except ValueError as err:  # WindowedDataset's own shape / range checks
         raise DataFormatError(f"{parquet}: {err}") from None
+
+
+def _read_windows(parquet: Path) -> pl.DataFrame:
+    """The windows table, with its three required columns."""
+    if not parquet.is_file():
+        raise DataSourceError(f"{parquet}: windows parquet not found")
+    try:
+        frame = pl.read_parquet(parquet)
+    except Exception as err:  # polars/arrow raise many types for a damaged file
+        raise DataFormatError(f"{parquet}: cannot be read as parquet ({type(err).__name__}: {err})") from None
+    missing = [c for c in ("subject", "label", "x") if c not in frame.columns]
+    if missing:
+        raise DataFormatError(f"{parquet}: missing column(s) {missing}")
+    return frame
+
+
+def _windows(frame: pl.DataFrame, parquet: Path, t: int, c: int) -> np.ndarray:
+    """x as [N, T, C] float32, refusing NaN or inf (timoe does not impute)."""
+    x = _lists(frame, "x", t * c, parquet).astype(np.float32).reshape(len(frame), t, c)
+    bad = ~np.isfinite(x).all(axis=(1, 2))
+    if bad.any():
+        raise DataFormatError(
+            f"{parquet}: column x holds NaN or inf in {int(bad.sum())} window(s) (rows "
+            f"{np.flatnonzero(bad)[:5].tolist()}); timoe does not impute"
+        )
+    return x
+
+
+def _labels(frame: pl.DataFrame, parquet: Path, classes: list[Any]) -> np.ndarray:
+    """[N] class indices, from indices or from class names."""
+    raw = _column(frame, "label", parquet)
+    if raw.dtype.kind not in "OUS":
+        return raw.astype(np.int32)
+    unknown = sorted(set(raw.tolist()) - set(classes))
+    if unknown:
+        raise DataFormatError(f"{parquet}: labels {unknown} not in dataset.json classes")
+    return np.asarray([classes.index(v) for v in raw], dtype=np.int32)
+
+
+def _split(
+    frame: pl.DataFrame,
+    parquet: Path,
+    subject: np.ndarray,
+    val_subjects: Sequence[int],
+    test_subjects: Sequence[int],
+) -> np.ndarray:
+    """[N] split names: the file's own split column, else by subject."""
+    if "split" not in frame.columns:
+        return split_by_subject(subject, test_subjects, val_subjects)
+    split = _column(frame, "split", parquet).astype("<U5")
+    bad = sorted(set(split.tolist()) - set(SPLITS))
+    if bad:
+        raise DataFormatError(f"{parquet}: unknown split value(s) {bad}")
+    return split
+
+
+def build_configured(name: str, cfg: DataConfig) -> WindowedDataset:
+    """The bring-your-own data set configured as data.custom.<name>."""
+    cc = cfg.custom.get(name)
+    if cc is None:
+        raise UnknownDatasetError(
+            f"{name!r} is not configured under data.custom (configured: {sorted(cfg.custom)})"
+        )
+    key = f"data.custom.{name}.path"
+    folder = configured_folder(cc.path, key, WINDOWS_FILE, FORMAT_HINT)
+    configured_folder(cc.path, key, SPEC_FILE, FORMAT_HINT)
+    return build(
+        folder / WINDOWS_FILE, folder / SPEC_FILE, cc.val_subjects, cc.test_subjects, cfg.seed, name=name
+    )

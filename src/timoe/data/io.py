@@ -4,7 +4,9 @@
                                split str, label int32, step_labels List[Int32] (T),
                                x List[Float32] (T*C, time-major: x[t*C + c]), normalised
     {out_dir}/meta.json        shapes, channel and modality maps, class names, normalisation,
-                               counts, source hashes, the data config used
+                               counts, source hashes, the data config used, split_unit (what no
+                               two splits share: "subject" or "recording"; absent in folders
+                               written before it existed, which were all split by subject)
 
 Lists rather than fixed-size arrays keep the parquet readable by any arrow version; the lengths
 are checked on load against meta.json.
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from timoe.data.base import SPLITS, is_index, modality_problem, names_problem, shared_subjects
+from timoe.data.base import SPLIT_UNITS, SPLITS, is_index, modality_problem, names_problem, split_leak
 from timoe.data.errors import PreparedDataError
 
 WINDOWS_FILE = "windows.parquet"
@@ -46,6 +48,8 @@ _COLUMNS = {
     "step_labels": pl.List(pl.Int32),
     "x": pl.List(pl.Float32),
 }
+# the split_unit of a meta.json without one: every folder written before the key was split by subject
+LEGACY_SPLIT_UNIT = "subject"
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,11 @@ class PreparedData:
     @property
     def channels(self) -> list[str]:
         return list(self.meta["channels"])
+
+    @property
+    def split_unit(self) -> str:
+        """What no two splits share ("subject" or "recording"), as meta.json declares it."""
+        return meta_split_unit(self.meta)
 
     @property
     def modalities(self) -> dict[str, list[int]]:
@@ -120,6 +129,11 @@ def write_meta(path: Path, meta: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------- reading
+def meta_split_unit(meta: dict[str, Any]) -> str:
+    """meta.json's split_unit, LEGACY_SPLIT_UNIT where the key is absent (an older folder)."""
+    return meta.get("split_unit", LEGACY_SPLIT_UNIT)
+
+
 def read_meta(out_dir: Path) -> dict[str, Any]:
     path = Path(out_dir) / META_FILE
     if not path.is_file():
@@ -136,6 +150,10 @@ def read_meta(out_dir: Path) -> dict[str, Any]:
     for key in ("n_timesteps", "n_channels"):
         if not is_index(meta[key]) or meta[key] < 1:
             raise PreparedDataError(f"{path}: {key} must be a positive integer, got {meta[key]!r}")
+    if meta_split_unit(meta) not in SPLIT_UNITS:
+        raise PreparedDataError(
+            f"{path}: split_unit must be one of {list(SPLIT_UNITS)}, got {meta['split_unit']!r}"
+        )
     _check_meta_maps(meta, path)
     return meta
 
@@ -232,9 +250,9 @@ def _check_consistency(data: PreparedData, path: Path) -> None:
             f"{path}: column x holds NaN or inf in {int(bad_x.sum())} window(s) (window_id "
             f"{data.window_id[bad_x][:5].tolist()}); re-run `timoe prepare`"
         )
-    shared = shared_subjects(data.subject, data.split) if len(data) else []
-    if shared:
-        raise PreparedDataError(f"{path}: subject(s) {shared[:10]} have windows in more than one split")
+    leak = split_leak(data.split_unit, data.subject, data.recording, data.split)
+    if leak:
+        raise PreparedDataError(f"{path}: {leak}")
     expected = data.meta["counts"].get("split", {})
     found = {s: int(np.sum(data.split == s)) for s in SPLITS}
     if {s: expected.get(s, 0) for s in SPLITS} != found:

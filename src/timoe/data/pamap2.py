@@ -4,7 +4,8 @@ Each file: space-separated, 54 columns at 100 Hz: timestamp (s), activity id, he
 ~9 Hz, NaN in between), then 17 columns for each IMU (hand, chest, ankle): temperature,
 acc ±16 g (3), acc ±6 g (3), gyro (3), magnetometer (3), orientation (4, documented as invalid
 and dropped). Activity 0 marks transients. Not bundled in any package: users download it and
-point timoe at the `Protocol` folder.
+point `data.pamap2.path` at the `Protocol` folder (knobs: timoe.config.Pamap2Config; by default
+the 12 protocol activities, split by subject: val 107, test 108 and 109).
 
 Gaps: heart rate is carried forward (it is a slow signal sampled at a lower rate); IMU dropouts
 are linearly interpolated within the recording, so no window spans a gap filled with zeros.
@@ -14,15 +15,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from timoe.data.assemble import RecordingSet, from_recordings
+from timoe.config import DataConfig
+from timoe.data.assemble import RecordingSet, fill_gaps, from_recordings
 from timoe.data.base import Recording, WindowedDataset
 from timoe.data.errors import DataFormatError, DataSourceError
-from timoe.data.sources import sha256_file
+from timoe.data.sources import configured_folder, sha256_file
 
 N_COLUMNS = 54
 SAMPLE_RATE_HZ = 100.0
@@ -63,6 +64,7 @@ ACTIVITIES = {
     24: "rope_jumping",
 }
 PROTOCOL_ACTIVITIES = [1, 2, 3, 4, 5, 6, 7, 12, 13, 16, 17, 24]  # the 12 of the protocol
+FILE_PATTERN = "subject*.dat"
 _FILE = re.compile(r"subject(\d+)\.dat$")
 
 
@@ -75,32 +77,6 @@ def channel_layout() -> tuple[list[str], dict[str, list[int]], list[int]]:
         channels += [f"{imu}-{f}" for f in _IMU_FIELDS]
         columns += list(range(base, base + len(_IMU_FIELDS)))
     return channels, modalities, columns
-
-
-@dataclass(frozen=True)
-class Pamap2Options:
-    """Module defaults until params.yaml has a data.pamap2 section."""
-
-    window: int = 512  # in samples after downsampling: 5.12 s at the native 100 Hz
-    stride: int = 256
-    downsample: int = 1  # keep every n-th sample (3 gives ~33 Hz, as some published setups use)
-    classes: list[int] = field(default_factory=lambda: list(PROTOCOL_ACTIVITIES))
-    val_subjects: list[int] = field(default_factory=lambda: [107])
-    test_subjects: list[int] = field(default_factory=lambda: [108, 109])
-    subjects: list[int] | None = None
-
-
-def _fill_gaps(values: np.ndarray, path: Path, name: str, carry_forward: bool) -> np.ndarray:
-    good = np.isfinite(values)
-    if good.all():
-        return values
-    if not good.any():
-        raise DataFormatError(f"{path}: channel {name} has no valid value")
-    idx = np.arange(values.size)
-    if carry_forward:  # last valid value; leading gap takes the first valid one
-        last = np.maximum.accumulate(np.where(good, idx, -1))
-        return values[np.where(last < 0, np.argmax(good), last)]
-    return np.interp(idx, idx[good], values[good])
 
 
 def _subject_id(path: Path) -> int:
@@ -128,7 +104,7 @@ def read_subject(path: Path, downsample: int = 1) -> Recording:
     channels, _, columns = channel_layout()
     x = np.stack(
         [
-            _fill_gaps(table[:, col], path, ch, carry_forward=ch == "heart_rate")
+            fill_gaps(table[:, col], path, ch, carry_forward=ch == "heart_rate")
             for ch, col in zip(channels, columns, strict=True)
         ],
         axis=1,
@@ -145,7 +121,7 @@ def read_subject(path: Path, downsample: int = 1) -> Recording:
 def read_protocol(root: Path, subjects: Sequence[int] | None = None, downsample: int = 1) -> RecordingSet:
     """All subject*.dat files under root (the `Protocol` folder), ordered by subject id."""
     root = Path(root)
-    files = sorted(root.glob("subject*.dat"), key=_subject_id)
+    files = sorted(root.glob(FILE_PATTERN), key=_subject_id)
     if subjects is not None:
         files = [f for f in files if _subject_id(f) in set(subjects)]
     if not files:
@@ -165,16 +141,17 @@ def read_protocol(root: Path, subjects: Sequence[int] | None = None, downsample:
     )
 
 
-def build(root: Path, options: Pamap2Options | None = None, seed: int = 0) -> WindowedDataset:
-    """Windows of the protocol recordings under root, split by subject."""
-    opt = options or Pamap2Options()
-    rs = read_protocol(root, opt.subjects, opt.downsample)
+def build(cfg: DataConfig) -> WindowedDataset:
+    """Windows of the protocol recordings under data.pamap2.path, split by subject."""
+    pc = cfg.pamap2
+    root = configured_folder(pc.path, "data.pamap2.path", FILE_PATTERN, pc.source_hint)
+    rs = read_protocol(root, pc.subjects, pc.downsample)
     return from_recordings(
         rs,
-        window=opt.window,
-        stride=opt.stride,
-        classes=opt.classes,
-        val_subjects=opt.val_subjects,
-        test_subjects=opt.test_subjects,
-        config={"seed": seed, "pamap2": {**opt.__dict__}},
+        window=pc.window,
+        stride=pc.stride,
+        classes=PROTOCOL_ACTIVITIES if pc.classes is None else pc.classes,
+        val_subjects=pc.val_subjects,
+        test_subjects=pc.test_subjects,
+        config={"seed": cfg.seed, "pamap2": pc.model_dump(mode="json")},
     )

@@ -44,6 +44,7 @@ def build_meta(ds: WindowedDataset, mean: np.ndarray, std: np.ndarray) -> dict[s
         "classes": list(ds.classes),
         "normalisation": {"fitted_on": "train", "mean": mean.tolist(), "std": std.tolist()},
         "counts": _counts(ds),
+        "split_unit": ds.split_unit,
         "sources": {"sha256": dict(ds.sources)},
         "config": ds.config,
         "extra": ds.extra,
@@ -53,7 +54,7 @@ def build_meta(ds: WindowedDataset, mean: np.ndarray, std: np.ndarray) -> dict[s
 def build_checked(name: str, data_cfg: DataConfig) -> WindowedDataset:
     """Build one data set and check it, writing nothing: the prepare stage calls this before it
     opens an MLflow run, so a bad source leaves no run and no output behind."""
-    ds = get_dataset(name)(data_cfg)
+    ds = get_dataset(name, data_cfg)(data_cfg)
     bad = ~np.isfinite(ds.x).all(axis=(1, 2))
     if bad.any():
         raise DataFormatError(

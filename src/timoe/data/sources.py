@@ -1,4 +1,4 @@
-"""Locating raw data files that ship inside installed packages, and hashing them.
+"""Locating raw data files (inside installed packages, or where params point), and hashing them.
 
 The carrier packages are never imported: HAPT's `__init__` unpickles with a current pandas and
 fails, and aeon's pulls in a large dependency tree. `find_spec` on a top-level name only reads
@@ -47,3 +47,19 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def configured_folder(path: str | None, key: str, pattern: str, hint: str) -> Path:
+    """The folder that params key `key` (e.g. "data.pamap2.path") names, holding `pattern` files.
+
+    A relative path is taken from the working directory. DataSourceError naming the key, the
+    path and `hint` (how to get the files) when it is unset, absent or holds no such file.
+    """
+    if path is None:
+        raise DataSourceError(f"{key} is not set; {hint}")
+    folder = Path(path)
+    if not folder.is_dir():
+        raise DataSourceError(f"{key}: {path} not found (a folder, relative to {Path.cwd()}); {hint}")
+    if next(folder.glob(pattern), None) is None:
+        raise DataSourceError(f"{key}: {path} holds no {pattern} file; {hint}")
+    return folder

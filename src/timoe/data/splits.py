@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from timoe.config import ConfigError
+from timoe.config import ConfigError, dataset_key
 from timoe.data.base import SPLITS
 
 
@@ -47,5 +47,5 @@ def require_splits(split: np.ndarray, dataset: str) -> None:
     empty = [s for s in SPLITS if not np.any(split == s)]
     if empty:
         raise ConfigError(
-            f"{dataset}: split(s) {empty} would be empty; check the data.{dataset} subject lists"
+            f"{dataset}: split(s) {empty} would be empty; check the data.{dataset_key(dataset)} subject lists"
         )

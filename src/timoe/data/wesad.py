@@ -7,26 +7,29 @@ unpickler (numpy arrays, dicts, lists, strings only). All signals are resampled 
 grid of `target_hz`: block means where the rate is an integer multiple (chest 700 Hz -> 35 Hz
 averages 20 samples, which also suppresses aliasing), linear interpolation otherwise.
 Labels: 0 transient, 1 baseline, 2 stress, 3 amusement, 4 meditation, 5-7 not to be used.
+Not bundled in any package: users download it and point `data.wesad.path` at the folder holding
+S<id>/S<id>.pkl (knobs: timoe.config.WesadConfig; by default classes 1-3, split by subject:
+val S15, test S16 and S17).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from timoe.config import DataConfig, WesadConfig
 from timoe.data.assemble import RecordingSet, from_recordings
 from timoe.data.base import Recording, WindowedDataset
 from timoe.data.errors import DataFormatError, DataSourceError, UnsafePickleError
 from timoe.data.safe_pickle import NUMPY_GLOBALS, restricted_load
-from timoe.data.sources import sha256_file
+from timoe.data.sources import configured_folder, sha256_file
 
 LABEL_RATE_HZ = 700.0
-RATES = {
+RATES = {  # keyed by the devices timoe.config.WesadDevice names
     "chest": {"ACC": 700.0, "ECG": 700.0, "EMG": 700.0, "EDA": 700.0, "Temp": 700.0, "Resp": 700.0},
     "wrist": {"ACC": 32.0, "BVP": 64.0, "EDA": 4.0, "TEMP": 4.0},
 }
@@ -40,21 +43,8 @@ LABELS = {
     6: "ignore6",
     7: "ignore7",
 }
+FILE_PATTERN = "S*/S*.pkl"
 _SUBJECT = re.compile(r"S(\d+)$")
-
-
-@dataclass(frozen=True)
-class WesadOptions:
-    """Module defaults until params.yaml has a data.wesad section."""
-
-    target_hz: float = 35.0
-    window: int = 350  # samples at target_hz: 10 s
-    stride: int = 175
-    devices: tuple[str, ...] = ("chest", "wrist")
-    classes: list[int] = field(default_factory=lambda: [1, 2, 3])
-    val_subjects: list[int] = field(default_factory=lambda: [15])
-    test_subjects: list[int] = field(default_factory=lambda: [16, 17])
-    subjects: list[int] | None = None
 
 
 def read_pickle(path: Path) -> dict[str, Any]:
@@ -95,7 +85,7 @@ def _resample(values: np.ndarray, rate: float, target: float, n_out: int) -> np.
 
 
 def to_recording(
-    data: Mapping[str, Any], subject: int, options: WesadOptions
+    data: Mapping[str, Any], subject: int, options: WesadConfig
 ) -> tuple[Recording, list[str], dict[str, list[int]]]:
     """Resample one subject's signals onto a common grid; (recording, channels, modalities)."""
     target = options.target_hz
@@ -121,13 +111,10 @@ def to_recording(
     return Recording(subject=subject, index=0, x=x, labels=label[centre]), channels, modalities
 
 
-def read_root(root: Path, options: WesadOptions | None = None) -> RecordingSet:
+def read_root(root: Path, options: WesadConfig | None = None) -> RecordingSet:
     """All S*/S*.pkl files under root, ordered by subject number."""
-    opt = options or WesadOptions()
-    unknown = set(opt.devices) - set(RATES)
-    if unknown or not opt.devices:
-        raise ValueError(f"WESAD devices must be a non-empty subset of {sorted(RATES)}, got {opt.devices}")
-    files = [p for p in Path(root).glob("S*/S*.pkl") if _SUBJECT.match(p.stem)]
+    opt = options or WesadConfig()
+    files = [p for p in Path(root).glob(FILE_PATTERN) if _SUBJECT.match(p.stem)]
     files.sort(key=lambda p: int(p.stem[1:]))
     if opt.subjects is not None:
         files = [p for p in files if int(p.stem[1:]) in set(opt.subjects)]
@@ -148,16 +135,17 @@ def read_root(root: Path, options: WesadOptions | None = None) -> RecordingSet:
     )
 
 
-def build(root: Path, options: WesadOptions | None = None, seed: int = 0) -> WindowedDataset:
-    """Windows of every subject under root, split by subject."""
-    opt = options or WesadOptions()
-    rs = read_root(root, opt)
+def build(cfg: DataConfig) -> WindowedDataset:
+    """Windows of every subject under data.wesad.path, split by subject."""
+    wc = cfg.wesad
+    root = configured_folder(wc.path, "data.wesad.path", FILE_PATTERN, wc.source_hint)
+    rs = read_root(root, wc)
     return from_recordings(
         rs,
-        window=opt.window,
-        stride=opt.stride,
-        classes=opt.classes,
-        val_subjects=opt.val_subjects,
-        test_subjects=opt.test_subjects,
-        config={"seed": seed, "wesad": {**opt.__dict__, "devices": list(opt.devices)}},
+        window=wc.window,
+        stride=wc.stride,
+        classes=wc.classes,
+        val_subjects=wc.val_subjects,
+        test_subjects=wc.test_subjects,
+        config={"seed": cfg.seed, "wesad": wc.model_dump(mode="json")},
     )

@@ -32,7 +32,7 @@ MIN_PAIRS = 3  # a t-test on two seeds has one degree of freedom: no test worth 
 HELD, FAILED, NOT_TESTABLE = "HELD", "FAILED", "NOT TESTABLE"
 Kind = Literal["superior", "equivalent", "within", "threshold"]
 Source = Literal["runs", "estimator_check", "lag_runs"]
-ALL = DATASET_NAMES
+ALL = DATASET_NAMES  # a claim on ALL covers bring-your-own data sets the study ran too
 
 # Optional inputs, read from the evaluate stage's --checks folder when present.
 CHECK_FILES = {"estimator_check": "estimator_check.csv", "lag_runs": "lag_runs.csv"}
@@ -386,10 +386,15 @@ def evaluate_claims(
     checks = checks or {}
     ran = set(runs["dataset"].to_list()) if "dataset" in runs.columns and runs.height else set()
 
+    byo = tuple(sorted(ran - set(DATASET_NAMES)))  # data.custom names are known only from the runs
+
     def studied(claim: Claim, ds: str) -> bool:
         return claim.source == "estimator_check" or not ran or ds in ran
 
-    rows = [evaluate_claim(c, runs, checks, ds) for c in claims for ds in c.datasets if studied(c, ds)]
+    def names(claim: Claim) -> tuple[str, ...]:
+        return (*claim.datasets, *byo) if claim.datasets == ALL else claim.datasets
+
+    rows = [evaluate_claim(c, runs, checks, ds) for c in claims for ds in names(c) if studied(c, ds)]
     return pl.DataFrame(rows, schema=SCHEMA)
 
 

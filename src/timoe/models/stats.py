@@ -110,6 +110,62 @@ def regime_masks(rus: RusPrior, cfg: LossConfig) -> dict[str, Tensor]:
     return {"redundancy": red, "uniqueness": uni, "synergy": syn, "none": ~(red | uni | syn)}
 
 
+def _usage_summary(counts_le: Tensor, n_syn: int) -> dict[str, Any]:
+    """Top-k assignment counts [L, E] as JSON: total, usage fractions overall and per layer, and
+    the share that went to the first n_syn (synergy) experts."""
+    total = counts_le.sum()
+    per_layer = counts_le / counts_le.sum(-1, keepdim=True).clamp_min(1)
+    overall = counts_le.sum(0) / total.clamp_min(1)
+    return {
+        "assignments": float(total),
+        "usage": overall.tolist(),
+        "usage_per_layer": per_layer.tolist(),
+        "synergy_share": float(overall[:n_syn].sum()) if n_syn else 0.0,
+    }
+
+
+def _modality_names(stats: RoutingStats, rus: RusPrior, modality_names: Sequence[str] | None) -> list[str]:
+    """The names given, else the prior's, else the modality indices as strings."""
+    if modality_names is not None:
+        return list(modality_names)
+    if rus.modality_names:
+        return list(rus.modality_names)
+    return [str(m) for m in range(stats.usage.shape[1])]
+
+
+def _regime_usage(stats: RoutingStats, masks: dict[str, Tensor]) -> dict[str, Any]:
+    """Per token regime (masks [M, T] bool): its number of cells and the usage of its tokens."""
+    regimes = {}
+    for name, mask in masks.items():
+        counts = (stats.usage_t * mask[None, :, :, None].to(stats.usage_t.dtype)).sum(dim=(1, 2))  # [L, E]
+        regimes[name] = {"steps": int(mask.sum()), **_usage_summary(counts, stats.n_synergy)}
+    return regimes
+
+
+def _pair_usage(stats: RoutingStats, rus: RusPrior, cfg: LossConfig, names: list[str]) -> dict[str, Any]:
+    """Per modality pair "a|b": usage of both modalities' tokens at the steps where the pair is
+    redundant (R > tau_r), unique (both U > tau_u) or synergistic (S > tau_s)."""
+    t = stats.usage_t.shape[2]
+    pairs = {}
+    m_count = stats.usage.shape[1]
+    for i in range(m_count):
+        for j in range(i + 1, m_count):
+            cells = {  # [T] bool each
+                "redundancy": rus.R[i, j, :t] > cfg.tau_r,
+                "uniqueness": (rus.U[i, :t] > cfg.tau_u) & (rus.U[j, :t] > cfg.tau_u),
+                "synergy": rus.S[i, j, :t] > cfg.tau_s,
+            }
+            both = stats.usage_t[:, i] + stats.usage_t[:, j]  # [L, T, E]
+            pairs[f"{names[i]}|{names[j]}"] = {
+                name: {
+                    "steps": int(mask.sum()),
+                    **_usage_summary((both * mask[None, :, None].to(both.dtype)).sum(1), stats.n_synergy),
+                }
+                for name, mask in cells.items()
+            }
+    return pairs
+
+
 def interaction_regime_usage(
     stats: RoutingStats, rus: RusPrior, cfg: LossConfig, modality_names: Sequence[str] | None = None
 ) -> dict[str, Any]:
@@ -121,55 +177,15 @@ def interaction_regime_usage(
     a pair at the steps where the pair is redundant (R > tau_r), unique (both U > tau_u) or
     synergistic (S > tau_s), i.e. exactly the cells each auxiliary loss acts on.
     """
-    t = stats.usage_t.shape[2]
+    t = stats.usage_t.shape[2]  # steps of the prior beyond the routed tokens are left out
     masks = {k: v[:, :t] for k, v in regime_masks(rus, cfg).items()}
-    n_syn = stats.n_synergy
-
-    def summarise(counts_le: Tensor) -> dict[str, Any]:  # counts [L, E]
-        total = counts_le.sum()
-        per_layer = counts_le / counts_le.sum(-1, keepdim=True).clamp_min(1)
-        overall = counts_le.sum(0) / total.clamp_min(1)
-        return {
-            "assignments": float(total),
-            "usage": overall.tolist(),
-            "usage_per_layer": per_layer.tolist(),
-            "synergy_share": float(overall[:n_syn].sum()) if n_syn else 0.0,
-        }
-
-    names = (
-        list(modality_names)
-        if modality_names is not None
-        else (
-            list(rus.modality_names) if rus.modality_names else [str(m) for m in range(stats.usage.shape[1])]
-        )
-    )
-    regimes = {}
-    for name, mask in masks.items():
-        counts = (stats.usage_t * mask[None, :, :, None].to(stats.usage_t.dtype)).sum(dim=(1, 2))  # [L, E]
-        regimes[name] = {"steps": int(mask.sum()), **summarise(counts)}
-    pairs = {}
-    m_count = stats.usage.shape[1]
-    for i in range(m_count):
-        for j in range(i + 1, m_count):
-            cells = {
-                "redundancy": rus.R[i, j, :t] > cfg.tau_r,
-                "uniqueness": (rus.U[i, :t] > cfg.tau_u) & (rus.U[j, :t] > cfg.tau_u),
-                "synergy": rus.S[i, j, :t] > cfg.tau_s,
-            }
-            both = stats.usage_t[:, i] + stats.usage_t[:, j]  # [L, T, E]
-            pairs[f"{names[i]}|{names[j]}"] = {
-                name: {
-                    "steps": int(mask.sum()),
-                    **summarise((both * mask[None, :, None].to(both.dtype)).sum(1)),
-                }
-                for name, mask in cells.items()
-            }
+    names = _modality_names(stats, rus, modality_names)
     return {
         "thresholds": {"tau_r": cfg.tau_r, "tau_u": cfg.tau_u, "tau_s": cfg.tau_s},
         "layers": stats.layers,
         "n_experts": stats.usage.shape[-1],
-        "n_synergy": n_syn,
-        "per_modality": {n: summarise(stats.usage[:, m]) for m, n in enumerate(names)},
-        "regimes": regimes,
-        "pairs": pairs,
+        "n_synergy": stats.n_synergy,
+        "per_modality": {n: _usage_summary(stats.usage[:, m], stats.n_synergy) for m, n in enumerate(names)},
+        "regimes": _regime_usage(stats, masks),
+        "pairs": _pair_usage(stats, rus, cfg, names),
     }

@@ -7,6 +7,7 @@ figures come from the saved RUS tables, routing statistics, training histories a
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from timoe.evaluation.diagnostics import diagnostics_table, run_diagnostics
 from timoe.evaluation.metrics import accuracy, macro_f1, per_class_recall
 from timoe.evaluation.report import Figure, report_blocks, summary_markdown, write_html, write_markdown
 from timoe.evaluation.stats import auroc_ovr, compare_with_best_baseline
+from timoe.stage_specs import recorded_config
 from timoe.stages.common import save_json
 from timoe.tracking import experiment_name, git_state, log_artifacts_from, tracked_run
 from timoe.training.build import DATASET_RUS_TABLE, RUS_TABLE
@@ -163,6 +165,100 @@ def _figures(tmp: Path, model_dirs: list[Path], rus_dirs: list[Path], sweep_dirs
     return sorted(made, key=lambda f: f.group)
 
 
+@dataclass(frozen=True)
+class _Results:
+    """The evaluate stage's tables: one row per train run, and what is derived from them."""
+
+    runs: pl.DataFrame  # per data set × model × seed (score_run's rows)
+    summary: pl.DataFrame  # mean and std over seeds per data set × model
+    tests: pl.DataFrame  # paired tests against the best baseline
+    recall: pl.DataFrame  # mean per-class recall per data set × model
+    claims: pl.DataFrame  # every claim's verdict
+
+
+_TABLE_FILES = (
+    "metrics.csv",
+    "metrics.md",
+    "runs.csv",
+    "paired_tests.csv",
+    "claims.csv",
+    "report.md",
+    "report.html",
+)
+
+
+def _evaluate_inputs(
+    model_dirs: list[Path],
+    rus_dirs: list[Path],
+    sweep_dirs: list[Path],
+    checks_dir: Path | None,
+    has_checks: bool,
+) -> dict[str, Path]:
+    """The lineage inputs: every train, quantify and sweep output, and the checks folder if used."""
+    inputs = {f"model{i}": Path(d) for i, d in enumerate(model_dirs)}
+    inputs |= {f"rus{i}": Path(d) for i, d in enumerate(rus_dirs)}
+    inputs |= {f"sweep{i}": Path(d) for i, d in enumerate(sweep_dirs)}
+    if has_checks:  # one folder input, so `timoe audit reproduce` can pass it back as --checks
+        inputs["checks"] = Path(checks_dir)
+    return inputs
+
+
+def _score_all(model_dirs: list[Path], metrics: list[str], checks: Any) -> _Results:
+    """Score every train output and derive the summary, paired tests, recall and claims."""
+    runs = pl.DataFrame([score_run(d) for d in model_dirs]).sort(["dataset", "model", "seed"])
+    return _Results(
+        runs=runs,
+        summary=summarise(runs, metrics),
+        tests=compare_with_best_baseline(runs, "accuracy"),
+        recall=_recall_table(runs),
+        claims=evaluate_claims(runs, checks),
+    )
+
+
+def _write_tables(tmp: Path, results: _Results, metrics: list[str]) -> None:
+    """runs.csv, metrics.csv, paired_tests.csv, claims.csv and metrics.md."""
+    results.runs.write_csv(tmp / "runs.csv")
+    results.summary.write_csv(tmp / "metrics.csv")
+    results.tests.write_csv(tmp / "paired_tests.csv")
+    results.claims.write_csv(tmp / "claims.csv")
+    (tmp / "metrics.md").write_text(to_markdown(results.summary, metrics))
+
+
+def _write_report(
+    tmp: Path, results: _Results, metrics: list[str], figures: list[Figure], run_id: str
+) -> None:
+    """report.md and report.html (the latter with the code version and the runs it scores)."""
+    blocks = report_blocks(
+        claims=results.claims,
+        summary=results.summary,
+        tests=results.tests,
+        recall=results.recall,
+        diagnostics=diagnostics_table(results.runs),
+        metrics=metrics,
+        figures=figures,
+    )
+    write_markdown(tmp / "report.md", blocks)
+    provenance = {
+        **git_state(),
+        "mlflow_run_id": run_id,
+        "train_runs": ", ".join(results.runs["run_id"].to_list()),
+    }
+    write_html(tmp / "report.html", blocks, provenance)
+
+
+def _log_evaluation(tmp: Path, summary: pl.DataFrame, metrics: list[str], figures: list[Figure]) -> None:
+    """Log each data set × model's finite mean metrics, the tables, the report and the figures."""
+    import mlflow
+
+    for r in summary.iter_rows(named=True):
+        for m in metrics:
+            val = r[f"{m}_mean"]
+            if val is not None and np.isfinite(val):
+                mlflow.log_metric(f"{r['dataset']}.{r['model']}.{m}_mean", float(val))
+    log_artifacts_from([tmp / n for n in _TABLE_FILES])
+    log_artifacts_from([f.path for f in figures], artifact_path="figures")
+
+
 def run_evaluate(
     params: Params,
     *,
@@ -182,71 +278,25 @@ def run_evaluate(
         raise ValueError("evaluate needs at least one train output")
     metrics = [*params.evaluate.metrics, "auroc"]
     rus_dirs, sweep_dirs = list(rus_dirs or []), list(sweep_dirs or [])
-    inputs = {f"model{i}": Path(d) for i, d in enumerate(model_dirs)}
-    inputs |= {f"rus{i}": Path(d) for i, d in enumerate(rus_dirs)}
-    inputs |= {f"sweep{i}": Path(d) for i, d in enumerate(sweep_dirs)}
     checks = load_checks(checks_dir)
-    if checks:  # one folder input, so `timoe audit reproduce` can pass it back as --checks
-        inputs["checks"] = Path(checks_dir)
-    with atomic_dir(out_dir) as tmp:
-        import mlflow
-
-        with tracked_run(
+    inputs = _evaluate_inputs(model_dirs, rus_dirs, sweep_dirs, checks_dir, bool(checks))
+    with (
+        atomic_dir(out_dir) as tmp,
+        tracked_run(
             uri=params.tracking.uri,
             experiment=experiment_name(params.tracking.experiment_prefix, "evaluate", None),
             stage="evaluate",
             full_params=params.model_dump(),
-            config={"evaluate": params.evaluate.model_dump()},
+            config=recorded_config(params, "evaluate"),
             out_dir=tmp,
             inputs=inputs,
             run_name="evaluate",
-        ) as run:
-            runs = pl.DataFrame([score_run(d) for d in model_dirs]).sort(["dataset", "model", "seed"])
-            summary = summarise(runs, metrics)
-            tests = compare_with_best_baseline(runs, "accuracy")
-            recall = _recall_table(runs)
-            claims = evaluate_claims(runs, checks)
-            runs.write_csv(tmp / "runs.csv")
-            summary.write_csv(tmp / "metrics.csv")
-            tests.write_csv(tmp / "paired_tests.csv")
-            claims.write_csv(tmp / "claims.csv")
-            (tmp / "metrics.md").write_text(to_markdown(summary, metrics))
-            figures = _figures(tmp, [Path(d) for d in model_dirs], rus_dirs, sweep_dirs)
-            blocks = report_blocks(
-                claims=claims,
-                summary=summary,
-                tests=tests,
-                recall=recall,
-                diagnostics=diagnostics_table(runs),
-                metrics=metrics,
-                figures=figures,
-            )
-            write_markdown(tmp / "report.md", blocks)
-            provenance = {
-                **git_state(),
-                "mlflow_run_id": run.info.run_id,
-                "train_runs": ", ".join(runs["run_id"].to_list()),
-            }
-            write_html(tmp / "report.html", blocks, provenance)
-            save_json(tmp / "summary.json", summary.to_dicts())
-            for r in summary.iter_rows(named=True):
-                for m in metrics:
-                    val = r[f"{m}_mean"]
-                    if val is not None and np.isfinite(val):
-                        mlflow.log_metric(f"{r['dataset']}.{r['model']}.{m}_mean", float(val))
-            log_artifacts_from(
-                [
-                    tmp / n
-                    for n in (
-                        "metrics.csv",
-                        "metrics.md",
-                        "runs.csv",
-                        "paired_tests.csv",
-                        "claims.csv",
-                        "report.md",
-                        "report.html",
-                    )
-                ]
-            )
-            log_artifacts_from([f.path for f in figures], artifact_path="figures")
-    return summary
+        ) as run,
+    ):
+        results = _score_all(model_dirs, metrics, checks)
+        _write_tables(tmp, results, metrics)
+        figures = _figures(tmp, [Path(d) for d in model_dirs], rus_dirs, sweep_dirs)
+        _write_report(tmp, results, metrics, figures, run.info.run_id)
+        save_json(tmp / "summary.json", results.summary.to_dicts())
+        _log_evaluation(tmp, results.summary, metrics, figures)
+    return results.summary

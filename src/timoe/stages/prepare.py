@@ -9,6 +9,7 @@ from typing import Any
 from timoe.atomic import atomic_dir
 from timoe.config import Params
 from timoe.data.prepare import build_checked, write_prepared
+from timoe.stage_specs import recorded_config
 from timoe.tracking import experiment_name, log_artifacts_from, tracked_run
 
 
@@ -22,7 +23,7 @@ def run_prepare(params: Params, *, dataset: str, out_dir: Path) -> dict[str, Any
             experiment=experiment_name(params.tracking.experiment_prefix, "prepare", dataset),
             stage="prepare",
             full_params=params.model_dump(),
-            config={"data": params.data.model_dump()},
+            config=recorded_config(params, "prepare", dataset=dataset),
             out_dir=tmp,
             wildcards={"dataset": dataset},
             seed=params.data.seed,

@@ -20,6 +20,7 @@ from timoe.config import ConfigError, Params, RusConfig
 from timoe.data.io import PreparedData, load_prepared
 from timoe.device import pick_device
 from timoe.plotting import matplotlib_agg
+from timoe.stage_specs import recorded_config
 from timoe.stages.common import save_json
 from timoe.tracking import experiment_name, log_artifacts_from, tracked_run
 from timoe.training.build import CONTEXTS_FILE, DATASET_RUS_TABLE, RUS_TABLE
@@ -199,6 +200,63 @@ def estimate(params: Params, train: PreparedData) -> dict[str, Any]:
     return {"dataset_table": dataset_table, "spec": spec, "ids": ids, "table": table, "seconds": seconds}
 
 
+def _warn_if_directed_is_degenerate(rc: RusConfig, train: PreparedData) -> None:
+    """Warn (stderr and an MLflow tag) when the directed form can only give zeros."""
+    import mlflow
+
+    if rc.form == "directed" and labels_constant_within_windows(train.step_labels):
+        # true for any rus.past_horizon: Y_{t-h} lies in the same window, so it fixes Y_t too
+        note = (
+            "rus.form is 'directed' but every training window holds one label, so Y_t is "
+            "determined by Y_{t-1} (and by Y_{t-h} for any rus.past_horizon h) and all "
+            "directed RUS terms are 0; use 'lagged_mi' here"
+        )
+        print(f"timoe: warning: {note}", file=sys.stderr)
+        mlflow.set_tag("warning", note)
+
+
+def _quantify_summary(
+    rc: RusConfig, spec: Any, table: pl.DataFrame, seconds: dict[str, Any], n_train: int
+) -> dict[str, Any]:
+    """summary.json: table size, timings, the estimator and form, and the fitted contexts."""
+    return {
+        "n_rows": table.height,
+        "seconds": seconds["total"],
+        "seconds_detail": seconds,
+        "n_train_windows": n_train,
+        "estimator": rc.estimator,
+        "form": rc.form,
+        # the past the directed form conditions on (Y_{t-h}); None for lagged_mi
+        "past_horizon": rc.past_horizon if rc.form == "directed" else None,
+        "scope": spec.scope,
+        "n_contexts": spec.n_contexts,
+        "counts": spec.counts,
+        "context_names": spec.names,
+        "contexts_note": spec.note,
+    }
+
+
+def _write_estimates(tmp: Path, res: dict[str, Any]) -> list[Path]:
+    """rus.parquet, rus_dataset.parquet, contexts.json and the heatmaps; the heatmaps' paths."""
+    spec, table = res["spec"], res["table"]
+    table.write_parquet(tmp / RUS_TABLE)
+    res["dataset_table"].write_parquet(tmp / DATASET_RUS_TABLE)
+    save_json(tmp / CONTEXTS_FILE, spec.to_json())
+    return plot_heatmaps(table, spec.names, spec.counts, tmp)
+
+
+def _log_estimates(tmp: Path, res: dict[str, Any], figs: list[Path]) -> None:
+    """Log timings, context sizes and every RUS value as metrics; the files as artifacts."""
+    import mlflow
+
+    spec, table, seconds = res["spec"], res["table"], res["seconds"]
+    metrics = {"seconds": seconds["total"], "n_contexts": float(spec.n_contexts)}
+    metrics |= {f"n_windows.{n}": float(k) for n, k in zip(spec.names, spec.counts, strict=True)}
+    mlflow.log_metrics(metrics | _metrics(table, res["dataset_table"], spec.names))
+    log_artifacts_from([tmp / "summary.json", tmp / CONTEXTS_FILE, *figs])
+    log_artifacts_from([tmp / RUS_TABLE, tmp / DATASET_RUS_TABLE], artifact_path="tables")
+
+
 def run_quantify(params: Params, *, dataset: str, data_dir: Path, out_dir: Path) -> dict[str, Any]:
     """Fit contexts on the training split, then RUS per context and over all training windows.
 
@@ -212,59 +270,32 @@ def run_quantify(params: Params, *, dataset: str, data_dir: Path, out_dir: Path)
     data = load_prepared(data_dir)
     train = data.subset("train")  # the only split this stage may read
     device = pick_device(rc.device)
-    with atomic_dir(out_dir) as tmp:
-        import mlflow
-
-        with tracked_run(
+    with (
+        atomic_dir(out_dir) as tmp,
+        tracked_run(
             uri=params.tracking.uri,
             experiment=experiment_name(params.tracking.experiment_prefix, "quantify", dataset),
             stage="quantify",
             full_params=params.model_dump(),
-            config={"rus": rc.model_dump()},
+            config=recorded_config(params, "quantify", dataset=dataset),
             out_dir=tmp,
             inputs={"data": data_dir},
             wildcards={"dataset": dataset},
             seed=params.data.seed,
             device=str(device),
             run_name=f"quantify/{dataset}",
-        ):
-            if rc.form == "directed" and labels_constant_within_windows(train.step_labels):
-                # true for any rus.past_horizon: Y_{t-h} lies in the same window, so it fixes Y_t too
-                note = (
-                    "rus.form is 'directed' but every training window holds one label, so Y_t is "
-                    "determined by Y_{t-1} (and by Y_{t-h} for any rus.past_horizon h) and all "
-                    "directed RUS terms are 0; use 'lagged_mi' here"
-                )
-                print(f"timoe: warning: {note}", file=sys.stderr)
-                mlflow.set_tag("warning", note)
-            res = estimate(params, train)
-            spec, table, seconds = res["spec"], res["table"], res["seconds"]
-            if spec.note:
-                print(f"timoe: note: contexts: {spec.note}", file=sys.stderr)
-                mlflow.set_tag("contexts_note", spec.note)
-            table.write_parquet(tmp / RUS_TABLE)
-            res["dataset_table"].write_parquet(tmp / DATASET_RUS_TABLE)
-            save_json(tmp / CONTEXTS_FILE, spec.to_json())
-            figs = plot_heatmaps(table, spec.names, spec.counts, tmp)
-            summary = {
-                "n_rows": table.height,
-                "seconds": seconds["total"],
-                "seconds_detail": seconds,
-                "n_train_windows": len(train.label),
-                "estimator": rc.estimator,
-                "form": rc.form,
-                # the past the directed form conditions on (Y_{t-h}); None for lagged_mi
-                "past_horizon": rc.past_horizon if rc.form == "directed" else None,
-                "scope": spec.scope,
-                "n_contexts": spec.n_contexts,
-                "counts": spec.counts,
-                "context_names": spec.names,
-                "contexts_note": spec.note,
-            }
-            save_json(tmp / "summary.json", summary)
-            metrics = {"seconds": seconds["total"], "n_contexts": float(spec.n_contexts)}
-            metrics |= {f"n_windows.{n}": float(k) for n, k in zip(spec.names, spec.counts, strict=True)}
-            mlflow.log_metrics(metrics | _metrics(table, res["dataset_table"], spec.names))
-            log_artifacts_from([tmp / "summary.json", tmp / CONTEXTS_FILE, *figs])
-            log_artifacts_from([tmp / RUS_TABLE, tmp / DATASET_RUS_TABLE], artifact_path="tables")
+        ),
+    ):
+        import mlflow
+
+        _warn_if_directed_is_degenerate(rc, train)
+        res = estimate(params, train)
+        spec = res["spec"]
+        if spec.note:
+            print(f"timoe: note: contexts: {spec.note}", file=sys.stderr)
+            mlflow.set_tag("contexts_note", spec.note)
+        figs = _write_estimates(tmp, res)
+        summary = _quantify_summary(rc, spec, res["table"], res["seconds"], len(train.label))
+        save_json(tmp / "summary.json", summary)
+        _log_estimates(tmp, res, figs)
     return summary

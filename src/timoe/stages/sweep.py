@@ -35,6 +35,7 @@ from timoe.atomic import atomic_dir
 from timoe.config import RUNTIME_DIR, Params
 from timoe.device import pick_device
 from timoe.plotting import matplotlib_agg
+from timoe.stage_specs import recorded_config, study_values
 from timoe.stages.common import save_json, stable_hash
 from timoe.sweeps.launch import run_local_workers, wait_for_running, worker_command
 from timoe.sweeps.runs import PARENT_RUN_ATTR, REPAIRED_TAG, RUN_ID_ATTR, repair_unlinked_trials
@@ -54,8 +55,6 @@ from timoe.tracking import content_hash, experiment_name, log_artifacts_from, tr
 from timoe.training.build import load_rus_table
 
 __all__ = ["STORAGE_ENV", "run_sweep", "run_sweep_worker", "study_key", "study_name", "suggest"]
-_PRUNER_FIELDS = ("pruner_startup_trials", "pruner_warmup_epochs")
-_TRAIN_FIELDS = ("batch_size", "lr", "weight_decay", "grad_clip", "warmup_epochs", "max_train_windows")
 
 
 def study_name(prefix: str, dataset: str, model: str, key: str | None = None) -> str:
@@ -63,27 +62,11 @@ def study_name(prefix: str, dataset: str, model: str, key: str | None = None) ->
     return f"{base}-{key}" if key else base
 
 
-def objective_config(params: Params, model: str) -> dict[str, Any]:
-    """Every setting a trial's result depends on (and nothing that only schedules trials)."""
-    sc = params.sweep
-    return {
-        "model_name": model,
-        "space": {k: v.model_dump() for k, v in sorted(sc.space.get(model, {}).items())},
-        "sweep": {
-            "epochs": sc.epochs,
-            "seed": sc.seed,
-            "metric": sc.metric,
-            "pruning": sc.pruning,
-            **{f: getattr(sc, f) for f in _PRUNER_FIELDS},
-        },
-        "model": params.model.model_dump(),
-        "train": {f: getattr(params.train, f) for f in _TRAIN_FIELDS},
-    }
-
-
 def study_key(params: Params, model: str, data_dir: Path, rus_dir: Path | None) -> str:
     data = {"data": content_hash(data_dir), "rus": content_hash(rus_dir) if rus_dir else None}
-    return stable_hash({"objective": objective_config(params, model), **data})[:10]
+    # The sweep's declared reads less those that only schedule it (timoe.stage_specs): a setting
+    # the trials depend on can never be left out of the key by a list kept here.
+    return stable_hash({"objective": study_values(params, model), **data})[:10]
 
 
 def _rus_input(rus_dir: Path | None, model: str) -> Path | None:
@@ -163,12 +146,8 @@ def run_sweep(
     storage: str | None = None,
 ) -> dict[str, Any]:
     """Drive one study to n_trials live trials; write best_params.json, trials.csv, figures."""
-    import mlflow
-
     sc = params.sweep
-    space = sc.space.get(model, {})
     rus_dir = _rus_input(rus_dir, model)
-    target = n_trials or sc.n_trials
     name = study_name(
         params.tracking.experiment_prefix, dataset, model, study_key(params, model, data_dir, rus_dir)
     )
@@ -185,11 +164,7 @@ def run_sweep(
             uri=params.tracking.uri,
             experiment=experiment_name(params.tracking.experiment_prefix, "sweep", dataset),
             stage="sweep",
-            config={
-                "sweep": {**sc.model_dump(), "storage": where},
-                "train": params.train.model_dump(),
-                "model": params.model.model_dump(),
-            },
+            config=recorded_config(params, "sweep", dataset=dataset, model=model) | {"sweep_storage": where},
             out_dir=tmp,
             inputs=inputs,
             wildcards={"dataset": dataset, "model": model},
@@ -204,60 +179,77 @@ def run_sweep(
                 study_name=name,
                 storage=spec,
                 rus_dir=rus_dir,
-                n_trials=target,
+                n_trials=n_trials or sc.n_trials,
             )
-            store = open_storage(job)
-            study = optuna.create_study(
-                study_name=name,
-                storage=store,
-                direction="maximize",
-                load_if_exists=True,
-                sampler=make_sampler(sc, 0),
-                pruner=make_pruner(sc),
-            )
-            # Under the parent of the session that lost them, before this session's replaces it.
-            repaired = repair_unlinked_trials(params.tracking.uri, study)
-            if repaired:
-                print(f"sweep: trials {repaired} had no MLflow run: each now has one, tagged {REPAIRED_TAG}")
-            study.set_user_attr(N_TRIALS_ATTR, target)
-            # Set last: workers wait for this attribute before they start trials.
-            study.set_user_attr(PARENT_RUN_ATTR, parent.info.run_id)
-            mlflow.set_tags({"optuna_study": name, "optuna_storage": where})
-            print(f"sweep: study {name} in {where}", flush=True)
-            failed_workers: dict[int, int] = {}
-            array = _submit_array(job, dataset) if space and sc.slurm_array else None
-            try:
-                if space:
-                    failed_workers = _run_trials(job, study, tmp, dataset=dataset)
-                    wait_for_running(study, params.tracking.uri)
-            finally:
-                if array is not None:
-                    cancel_pending(array)
-            best = _summary(
-                study,
-                space,
-                parent.info.run_id,
-                {
-                    "storage": where,
-                    "n_workers": sc.n_workers,
-                    "metric": sc.metric,
-                    "wall_s": round(time.monotonic() - started, 2),
-                    "failed_workers": len(failed_workers),
-                },
-            )
-            mlflow.log_metrics(
-                {k: best[k] for k in ("n_trials", "n_complete", "n_pruned", "n_failed", "wall_s")}
-            )
-            if best["value"] is not None:
-                mlflow.log_metric(f"best_{sc.metric}", float(best["value"]))
-                mlflow.log_params({f"best.{k}": v for k, v in best["params"].items()})
-            save_json(tmp / "best_params.json", best)
-            attrs = ("number", "value", "state", "params", "duration", "user_attrs")
-            study.trials_dataframe(attrs=attrs).to_csv(tmp / "trials.csv", index=False)
-            figs = _figures(study, tmp) if best["n_complete"] else []
-            log_artifacts_from([tmp / "best_params.json", tmp / "trials.csv", *figs])
+            study = _open_study(job, parent.info.run_id, where)
+            failed_workers = _drive(job, study, tmp, dataset=dataset)
+            extra = {"storage": where, "n_workers": sc.n_workers, "metric": sc.metric}
+            extra |= {"wall_s": round(time.monotonic() - started, 2), "failed_workers": len(failed_workers)}
+            best = _record_best(study, sc.space.get(model, {}), parent.info.run_id, extra, tmp)
         if default_journal:
             Path(f"{spec.journal}.claim").unlink(missing_ok=True)  # the workers' lock, not an output
+    return best
+
+
+def _open_study(job: WorkerJob, parent_run_id: str, where: str) -> optuna.Study:
+    """Create (or reopen) the study, repair trials an earlier session lost, publish the parent run."""
+    import mlflow
+
+    sc = job.params.sweep
+    study = optuna.create_study(
+        study_name=job.study_name,
+        storage=open_storage(job),
+        direction="maximize",
+        load_if_exists=True,
+        sampler=make_sampler(sc, 0),
+        pruner=make_pruner(sc),
+    )
+    # Under the parent of the session that lost them, before this session's replaces it.
+    repaired = repair_unlinked_trials(job.params.tracking.uri, study)
+    if repaired:
+        print(f"sweep: trials {repaired} had no MLflow run: each now has one, tagged {REPAIRED_TAG}")
+    study.set_user_attr(N_TRIALS_ATTR, job.n_trials)
+    # Set last: workers wait for this attribute before they start trials.
+    study.set_user_attr(PARENT_RUN_ATTR, parent_run_id)
+    mlflow.set_tags({"optuna_study": job.study_name, "optuna_storage": where})
+    print(f"sweep: study {job.study_name} in {where}", flush=True)
+    return study
+
+
+def _drive(job: WorkerJob, study: optuna.Study, tmp: Path, *, dataset: str) -> dict[int, int]:
+    """Run the trials (local workers, plus a Slurm array if asked) until none is running.
+
+    Returns {worker index: exit code} of the local workers that failed.
+    """
+    sc = job.params.sweep
+    if not sc.space.get(job.model):
+        return {}
+    array = _submit_array(job, dataset) if sc.slurm_array else None
+    try:
+        failed_workers = _run_trials(job, study, tmp, dataset=dataset)
+        wait_for_running(study, job.params.tracking.uri)
+    finally:
+        if array is not None:
+            cancel_pending(array)
+    return failed_workers
+
+
+def _record_best(
+    study: optuna.Study, space: dict[str, Any], parent_run_id: str, extra: dict[str, Any], tmp: Path
+) -> dict[str, Any]:
+    """Summarise the study: metrics and best params to MLflow; best_params.json, trials.csv, figures."""
+    import mlflow
+
+    best = _summary(study, space, parent_run_id, extra)
+    mlflow.log_metrics({k: best[k] for k in ("n_trials", "n_complete", "n_pruned", "n_failed", "wall_s")})
+    if best["value"] is not None:
+        mlflow.log_metric(f"best_{extra['metric']}", float(best["value"]))
+        mlflow.log_params({f"best.{k}": v for k, v in best["params"].items()})
+    save_json(tmp / "best_params.json", best)
+    attrs = ("number", "value", "state", "params", "duration", "user_attrs")
+    study.trials_dataframe(attrs=attrs).to_csv(tmp / "trials.csv", index=False)
+    figs = _figures(study, tmp) if best["n_complete"] else []
+    log_artifacts_from([tmp / "best_params.json", tmp / "trials.csv", *figs])
     return best
 
 

@@ -18,19 +18,32 @@ import torch
 from timoe.atomic import atomic_dir
 from timoe.config import SEED_LIMIT, ConfigError, Params
 from timoe.data.errors import NonFiniteError
-from timoe.data.io import load_prepared
+from timoe.data.io import PreparedData, load_prepared
 from timoe.device import pick_device
 from timoe.overrides import apply_overrides
 from timoe.plotting import matplotlib_agg
+from timoe.stage_specs import recorded_config
 from timoe.stages.common import read_best_params, save_json, stable_hash
 from timoe.tracking import ResumeChain, content_hash, experiment_name, log_artifacts_from, tracked_run
 from timoe.training.build import build_for_data, load_rus_table, regime_channels, subsample
-from timoe.training.loop import NON_FINITE_HINT, LoopSettings, predict, train
+from timoe.training.loop import (
+    NON_FINITE_HINT,
+    CheckpointSpec,
+    EpochCallback,
+    LoopData,
+    LoopSettings,
+    TrainResult,
+    loop_settings,
+    predict,
+    train,
+)
 from timoe.training.seeding import seed_everything
 
 
 @dataclass(frozen=True)
 class TrainJob:
+    """One train job: which model, data set and seed, and the folders it reads and writes."""
+
     dataset: str
     model: str
     seed: int
@@ -131,176 +144,272 @@ def _plot_curves(history: list[dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
-def run_train(params: Params, job: TrainJob, *, progress: bool = False) -> dict[str, Any]:
-    """Train one model; write model.pt, predictions.parquet, metrics.json, curves.png atomically."""
-    if not 0 <= job.seed < SEED_LIMIT:  # --seed bypasses train.seeds' check; numpy would fail late
-        raise ConfigError(f"seed {job.seed} outside 0..{SEED_LIMIT - 1}")
-    overrides = read_best_params(job.sweep_dir) if params.train.use_sweep else {}
-    eff = apply_overrides(params, overrides) if overrides else params
-    tc = eff.train
-    data = load_prepared(job.data_dir)
-    meta = data.meta
-    tr, va, te = data.subset("train"), data.subset("val"), data.subset("test")
-    keep = subsample(len(tr.label), tc.max_train_windows, job.seed)
-    rus = load_rus_table(job.rus_dir, job.model)
-    device = pick_device(tc.device)
-    if tc.num_threads:
-        torch.set_num_threads(tc.num_threads)  # not left to OMP_NUM_THREADS: numbers depend on it
+@dataclass
+class _TrainSetup:
+    """Everything a train job has assembled before its MLflow run opens."""
+
+    params: Params  # with the sweep's best params applied, when train.use_sweep
+    overrides: dict[str, Any]  # the sweep's best params ({} without a sweep)
+    meta: dict[str, Any]
+    train_split: PreparedData
+    val_split: PreparedData
+    test_split: PreparedData
+    keep: np.ndarray  # [n] indices of the training windows used (train.max_train_windows)
+    device: torch.device
+    model: torch.nn.Module
+    settings: LoopSettings
+    resolved: dict[str, Any]  # the config the job ran with, as logged and saved in model.pt
+    key: str  # identifies config, job and data: a checkpoint under another key is not resumed
+    checkpoint: Path | None
+    inputs: dict[str, Path]  # the lineage inputs tracked_run hashes
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.meta["classes"])
+
+
+def _check_seed(seed: int) -> None:
+    """Refuse a seed numpy cannot take (--seed bypasses train.seeds' own check)."""
+    if not 0 <= seed < SEED_LIMIT:  # numpy would fail late, after the data were loaded
+        raise ConfigError(f"seed {seed} outside 0..{SEED_LIMIT - 1}")
+
+
+def _build_model(
+    eff: Params, job: TrainJob, meta: dict[str, Any], rus: Any
+) -> tuple[torch.device, torch.nn.Module]:
+    """Pick the device (train.device), fix threads and seeds, then build the model for the data set."""
+    device = pick_device(eff.train.device)
+    if eff.train.num_threads:
+        torch.set_num_threads(eff.train.num_threads)  # not left to OMP_NUM_THREADS: numbers depend on it
     seed_everything(job.seed)
-    model = build_for_data(eff, job.model, meta, rus, job.seed)
-    settings = LoopSettings(
-        epochs=tc.epochs,
-        batch_size=tc.batch_size,
-        lr=tc.lr,
-        weight_decay=tc.weight_decay,
-        grad_clip=tc.grad_clip,
-        warmup_epochs=tc.warmup_epochs,
-        patience=tc.patience,
-        seed=job.seed,
-        **LoopSettings.regularisation_from(tc, shift_unit=eff.model.patch_size),
-        regime_channels=tuple(regime_channels(meta)),
-    )
-    resolved = {
-        "data": eff.data.model_dump(),
-        "model": eff.model.model_dump(),
-        "train": tc.model_dump(),
-        "sweep_overrides": overrides,
-    }
+    return device, build_for_data(eff, job.model, meta, rus, job.seed)
+
+
+def _lineage(
+    eff: Params, overrides: dict[str, Any], job: TrainJob, rus: Any
+) -> tuple[dict[str, Any], str, dict[str, Path]]:
+    """(resolved config, checkpoint key, tracked inputs) of the job.
+
+    The rus and sweep folders count as inputs only when the job actually read something there.
+    """
+    wildcards = {"dataset": job.dataset, "model": job.model, "seed": str(job.seed)}
+    resolved = recorded_config(eff, "train", **wildcards) | {"sweep_overrides": overrides}
     key = stable_hash(
         {"cfg": resolved, "job": [job.dataset, job.model, job.seed], "data": content_hash(job.data_dir)}
     )
-    ckpt = Path(job.checkpoint_dir) / "last.pt" if job.checkpoint_dir else None
     inputs = {"data": job.data_dir}
     if job.rus_dir is not None and rus is not None:
         inputs["rus"] = job.rus_dir
     if job.sweep_dir is not None and overrides:
         inputs["sweep"] = job.sweep_dir
-    with atomic_dir(job.out_dir) as tmp:
-        import mlflow
+    return resolved, key, inputs
 
-        with tracked_run(
-            uri=params.tracking.uri,
-            experiment=experiment_name(params.tracking.experiment_prefix, "train", job.dataset),
-            stage="train",
-            full_params=eff.model_dump(),
-            config=resolved,
-            out_dir=tmp,
-            inputs=inputs,
-            wildcards={"dataset": job.dataset, "model": job.model, "seed": job.seed},
-            seed=job.seed,
-            device=str(device),
-            run_name=f"train/{job.dataset}/{job.model}/seed{job.seed}",
-        ) as run:
-            # A killed earlier run of this job ends as KILLED; this run takes over its curve.
-            chain = ResumeChain(job.checkpoint_dir, run.info.run_id)
 
-            def log_epoch(epoch: int, m: dict[str, float]) -> None:
-                chain.first_epoch(epoch)
-                mlflow.log_metrics({k: v for k, v in m.items() if np.isfinite(v)}, step=epoch)
-                # One line per epoch in the job's log: progress bars are off when not on a terminal.
-                print(
-                    f"epoch {epoch + 1}/{settings.epochs} train_loss {m.get('train_loss', float('nan')):.4f}"
-                    f" val_accuracy {m.get('val_accuracy', float('nan')):.4f}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+def _set_up(params: Params, job: TrainJob) -> _TrainSetup:
+    """Apply the sweep's best params, load the splits and RUS table, build the model and settings."""
+    overrides = read_best_params(job.sweep_dir) if params.train.use_sweep else {}
+    eff = apply_overrides(params, overrides) if overrides else params
+    data = load_prepared(job.data_dir)
+    meta = data.meta
+    tr, va, te = data.subset("train"), data.subset("val"), data.subset("test")
+    keep = subsample(len(tr.label), eff.train.max_train_windows, job.seed)
+    rus = load_rus_table(job.rus_dir, job.model)
+    device, model = _build_model(eff, job, meta, rus)
+    settings = loop_settings(eff, seed=job.seed, regime_channels=regime_channels(meta))
+    resolved, key, inputs = _lineage(eff, overrides, job, rus)
+    ckpt = Path(job.checkpoint_dir) / "last.pt" if job.checkpoint_dir else None
+    return _TrainSetup(
+        params=eff,
+        overrides=overrides,
+        meta=meta,
+        train_split=tr,
+        val_split=va,
+        test_split=te,
+        keep=keep,
+        device=device,
+        model=model,
+        settings=settings,
+        resolved=resolved,
+        key=key,
+        checkpoint=ckpt,
+        inputs=inputs,
+    )
 
-            result = train(
-                model,
-                tr.x[keep],
-                tr.label[keep],
-                va.x,
-                va.label,
-                len(meta["classes"]),
-                settings,
-                device,
-                checkpoint=ckpt,
-                checkpoint_key=key,
-                on_epoch=log_epoch,
-                progress=progress,
-            )
-            # A run killed after its last epoch resumes with no epoch left to log: adopt it here.
-            chain.first_epoch(result.resumed_from_epoch or 0)
-            n_classes = len(meta["classes"])
-            rows = []
-            summary: dict[str, Any] = {
-                "best_epoch": result.best_epoch,
-                "epochs_run": len(result.history),
-                "resumed_from_epoch": result.resumed_from_epoch,
-            }
-            from timoe.evaluation.metrics import classification_metrics
 
-            for split_name, part in (("val", va), ("test", te)):
-                prob = predict(model, part.x, device)
-                if not np.isfinite(prob).all():  # NaN argmaxes to class 0: a chance-level "result"
-                    raise NonFiniteError(
-                        f"non-finite {split_name} predictions of the selected model: {NON_FINITE_HINT}"
-                    )
-                pred = prob.argmax(axis=1) if len(prob) else np.zeros(0, dtype=np.int64)
-                for k, v in classification_metrics(part.label, pred, n_classes).items():
-                    summary[f"{split_name}_{k}"] = v
-                rows.append(
-                    pl.DataFrame(
-                        {
-                            "split": [split_name] * len(pred),
-                            "window_id": part.window_id.astype(np.int64),
-                            "subject": part.subject.astype(np.int32),
-                            "label": part.label.astype(np.int32),
-                            "pred": pred.astype(np.int32),
-                            "prob": pl.Series(prob.astype(np.float32).tolist(), dtype=pl.List(pl.Float32)),
-                        }
-                    )
-                )
-            pl.concat(rows).write_parquet(tmp / "predictions.parquet")
-            torch.save(
-                {
-                    "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                    "model": job.model,
-                    "config": resolved,
-                },
-                tmp / "model.pt",
+def _tracked_train_run(params: Params, job: TrainJob, setup: _TrainSetup, out_dir: Path) -> Any:
+    """The job's MLflow run (a context manager yielding the run), tagged with its lineage."""
+    return tracked_run(
+        uri=params.tracking.uri,
+        experiment=experiment_name(params.tracking.experiment_prefix, "train", job.dataset),
+        stage="train",
+        full_params=setup.params.model_dump(),
+        config=setup.resolved,
+        out_dir=out_dir,
+        inputs=setup.inputs,
+        wildcards={"dataset": job.dataset, "model": job.model, "seed": job.seed},
+        seed=job.seed,
+        device=str(setup.device),
+        run_name=f"train/{job.dataset}/{job.model}/seed{job.seed}",
+    )
+
+
+def _epoch_logger(chain: ResumeChain, epochs: int) -> EpochCallback:
+    """Log each epoch's finite metrics to MLflow and one progress line to stderr."""
+    import mlflow
+
+    def log_epoch(epoch: int, m: dict[str, float]) -> None:
+        chain.first_epoch(epoch)
+        mlflow.log_metrics({k: v for k, v in m.items() if np.isfinite(v)}, step=epoch)
+        # One line per epoch in the job's log: progress bars are off when not on a terminal.
+        print(
+            f"epoch {epoch + 1}/{epochs} train_loss {m.get('train_loss', float('nan')):.4f}"
+            f" val_accuracy {m.get('val_accuracy', float('nan')):.4f}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return log_epoch
+
+
+def _fit(setup: _TrainSetup, chain: ResumeChain, progress: bool) -> TrainResult:
+    """Run the training loop on the kept training windows, resuming from the job's checkpoint."""
+    tr, va = setup.train_split, setup.val_split
+    data = LoopData(tr.x[setup.keep], tr.label[setup.keep], va.x, va.label, setup.n_classes)
+    checkpoint = CheckpointSpec(setup.checkpoint, setup.key) if setup.checkpoint is not None else None
+    return train(
+        setup.model,
+        data,
+        setup.settings,
+        setup.device,
+        checkpoint=checkpoint,
+        on_epoch=_epoch_logger(chain, setup.settings.epochs),
+        progress=progress,
+    )
+
+
+def _split_predictions(
+    split_name: str, part: PreparedData, prob: np.ndarray, pred: np.ndarray
+) -> pl.DataFrame:
+    """One split's rows of predictions.parquet; prob [N, n_classes], pred [N]."""
+    return pl.DataFrame(
+        {
+            "split": [split_name] * len(pred),
+            "window_id": part.window_id.astype(np.int64),
+            "subject": part.subject.astype(np.int32),
+            "label": part.label.astype(np.int32),
+            "pred": pred.astype(np.int32),
+            "prob": pl.Series(prob.astype(np.float32).tolist(), dtype=pl.List(pl.Float32)),
+        }
+    )
+
+
+def _score_splits(setup: _TrainSetup) -> tuple[dict[str, float], pl.DataFrame]:
+    """Metrics (val_*, test_*) of the selected model and the predictions of both splits."""
+    from timoe.evaluation.metrics import classification_metrics
+
+    scores: dict[str, float] = {}
+    rows = []
+    for split_name, part in (("val", setup.val_split), ("test", setup.test_split)):
+        prob = predict(setup.model, part.x, setup.device)
+        if not np.isfinite(prob).all():  # NaN argmaxes to class 0: a chance-level "result"
+            raise NonFiniteError(
+                f"non-finite {split_name} predictions of the selected model: {NON_FINITE_HINT}"
             )
-            save_json(
-                tmp / "metrics.json",
-                {
-                    **summary,
-                    "history": result.history,
-                    "dataset": job.dataset,
-                    "model": job.model,
-                    "seed": job.seed,
-                    "run_id": run.info.run_id,
-                    "classes": meta["classes"],
-                },
-            )
-            routing = routing_summary(model, te.x, te.label, n_classes, device, eff, meta)
-            if routing is not None:
-                d = routing["diagnostics"]
-                mlflow.log_metrics(
-                    {
-                        "test_random_routing_accuracy": d["random_routing_accuracy"],
-                        "test_random_routing_drop": d["random_routing_drop"],
-                    }
-                )
-                for row in d["per_layer"]:
-                    mlflow.log_metrics(
-                        {
-                            f"test_{k}_l{row['layer']}": float(v)
-                            for k, v in row.items()
-                            if k != "layer" and v is not None
-                        }
-                    )
-            if routing is not None:
-                save_json(tmp / "routing.json", routing)
-            _plot_curves(result.history, tmp / "curves.png")
-            mlflow.log_metrics(
-                {
-                    k: float(v)
-                    for k, v in summary.items()
-                    if isinstance(v, int | float) and v is not None and np.isfinite(v)
-                }
-            )
-            log_artifacts_from([tmp / "metrics.json", tmp / "curves.png", tmp / "routing.json"])
-    if ckpt is not None and ckpt.exists():
-        ckpt.unlink()  # finished: a later run with the same key must start fresh, not "resume" at the end
+        pred = prob.argmax(axis=1) if len(prob) else np.zeros(0, dtype=np.int64)
+        for k, v in classification_metrics(part.label, pred, setup.n_classes).items():
+            scores[f"{split_name}_{k}"] = v
+        rows.append(_split_predictions(split_name, part, prob, pred))
+    return scores, pl.concat(rows)
+
+
+def _save_model(path: Path, setup: _TrainSetup, model_name: str) -> None:
+    """model.pt: the selected weights (on the CPU), the model's name and the resolved config."""
+    torch.save(
+        {
+            "state_dict": {k: v.cpu() for k, v in setup.model.state_dict().items()},
+            "model": model_name,
+            "config": setup.resolved,
+        },
+        path,
+    )
+
+
+def _log_routing(routing: dict[str, Any]) -> None:
+    """Log the test routing diagnostics: random-routing accuracy and drop, and each layer's row."""
+    import mlflow
+
+    d = routing["diagnostics"]
+    mlflow.log_metrics(
+        {
+            "test_random_routing_accuracy": d["random_routing_accuracy"],
+            "test_random_routing_drop": d["random_routing_drop"],
+        }
+    )
+    for row in d["per_layer"]:
+        mlflow.log_metrics(
+            {f"test_{k}_l{row['layer']}": float(v) for k, v in row.items() if k != "layer" and v is not None}
+        )
+
+
+def _write_outputs(
+    tmp: Path, setup: _TrainSetup, job: TrainJob, result: TrainResult, run_id: str
+) -> dict[str, Any]:
+    """Write predictions, model, metrics, routing and curves into tmp and log them; the summary."""
+    import mlflow
+
+    summary: dict[str, Any] = {
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "resumed_from_epoch": result.resumed_from_epoch,
+    }
+    scores, predictions = _score_splits(setup)
+    summary |= scores
+    predictions.write_parquet(tmp / "predictions.parquet")
+    _save_model(tmp / "model.pt", setup, job.model)
+    save_json(
+        tmp / "metrics.json",
+        {
+            **summary,
+            "history": result.history,
+            "dataset": job.dataset,
+            "model": job.model,
+            "seed": job.seed,
+            "run_id": run_id,
+            "classes": setup.meta["classes"],
+        },
+    )
+    te = setup.test_split
+    routing = routing_summary(
+        setup.model, te.x, te.label, setup.n_classes, setup.device, setup.params, setup.meta
+    )
+    if routing is not None:
+        _log_routing(routing)
+        save_json(tmp / "routing.json", routing)
+    _plot_curves(result.history, tmp / "curves.png")
+    mlflow.log_metrics(
+        {
+            k: float(v)
+            for k, v in summary.items()
+            if isinstance(v, int | float) and v is not None and np.isfinite(v)
+        }
+    )
+    log_artifacts_from([tmp / "metrics.json", tmp / "curves.png", tmp / "routing.json"])
+    return summary
+
+
+def run_train(params: Params, job: TrainJob, *, progress: bool = False) -> dict[str, Any]:
+    """Train one model; write model.pt, predictions.parquet, metrics.json, curves.png atomically."""
+    _check_seed(job.seed)
+    setup = _set_up(params, job)
+    with atomic_dir(job.out_dir) as tmp, _tracked_train_run(params, job, setup, tmp) as run:
+        # A killed earlier run of this job ends as KILLED; this run takes over its curve.
+        chain = ResumeChain(job.checkpoint_dir, run.info.run_id)
+        result = _fit(setup, chain, progress)
+        # A run killed after its last epoch resumes with no epoch left to log: adopt it here.
+        chain.first_epoch(result.resumed_from_epoch or 0)
+        summary = _write_outputs(tmp, setup, job, result, run.info.run_id)
+    if setup.checkpoint is not None and setup.checkpoint.exists():
+        # Finished: a later run with the same key must start fresh, not "resume" at the end.
+        setup.checkpoint.unlink()
     chain.finished()
     return summary

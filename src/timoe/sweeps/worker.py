@@ -84,37 +84,17 @@ class Objective:
     def __call__(self, values: dict[str, Any], on_epoch: Any) -> float:
         from timoe.overrides import apply_overrides
         from timoe.training.build import build_for_data
-        from timoe.training.loop import LoopSettings, train
+        from timoe.training.loop import LoopData, loop_settings, train
         from timoe.training.seeding import seed_everything
 
         sc = self.params.sweep
         eff = apply_overrides(self.params, values) if values else self.params
         seed_everything(sc.seed)
         net = build_for_data(eff, self.model, self.meta, self.rus, sc.seed)
-        settings = LoopSettings(
-            epochs=sc.epochs,
-            batch_size=eff.train.batch_size,
-            lr=eff.train.lr,
-            weight_decay=eff.train.weight_decay,
-            grad_clip=eff.train.grad_clip,
-            warmup_epochs=min(eff.train.warmup_epochs, sc.epochs - 1),
-            patience=sc.epochs,  # pruning, not early stopping, ends hopeless trials
-            seed=sc.seed,
-            selection_metric=sc.metric,
-            **LoopSettings.regularisation_from(eff.train, shift_unit=eff.model.patch_size),
-        )
+        settings = loop_settings(eff, seed=sc.seed, sweep_trial=True)
         tr, va = self.train_split, self.val_split
-        result = train(
-            net,
-            tr.x[self.keep],
-            tr.label[self.keep],
-            va.x,
-            va.label,
-            len(self.meta["classes"]),
-            settings,
-            self.device,
-            on_epoch=on_epoch,
-        )
+        data = LoopData(tr.x[self.keep], tr.label[self.keep], va.x, va.label, len(self.meta["classes"]))
+        result = train(net, data, settings, self.device, on_epoch=on_epoch)
         return float(result.best_metric)
 
 

@@ -14,7 +14,7 @@ import io
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,7 @@ from timoe.evaluation.metrics import classification_metrics
 from timoe.training.seeding import epoch_generator
 
 if TYPE_CHECKING:
-    from timoe.config import TrainConfig
+    from timoe.config import Params, TrainConfig
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 NON_FINITE_HINT = "check model.losses.* and the prepared inputs"
@@ -264,130 +264,285 @@ def _resume(
         return 0, 0
 
 
-def train(
-    model: nn.Module,
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_val: np.ndarray,
-    y_val: np.ndarray,
-    n_classes: int,
-    settings: LoopSettings,
-    device: torch.device,
-    *,
-    checkpoint: Path | None = None,
-    checkpoint_key: str = "",
-    on_epoch: EpochCallback | None = None,
-    progress: bool = False,
-) -> TrainResult:
-    """Train with model selection on validation; resume from `checkpoint` if it matches.
+@dataclass(frozen=True)
+class LoopData:
+    """The windows the loop fits and selects on.
 
-    `checkpoint_key` identifies the run configuration: a checkpoint written under another key
-    is ignored rather than resumed, so a changed config never continues a stale run.
+    x_train [N, T, C] float32, y_train [N] int class ids; x_val [M, T, C], y_val [M]; n_classes:
+    the number of classes (the width of the logits).
     """
-    model.to(device)
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    n_classes: int
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """Where the loop keeps its resume checkpoint, and the key of the run configuration.
+
+    A checkpoint written under another key is ignored rather than resumed, so a changed config
+    never continues a stale run.
+    """
+
+    path: Path
+    key: str = ""
+
+
+def loop_settings(
+    params: Params, *, seed: int, regime_channels: Sequence[int] = (), sweep_trial: bool = False
+) -> LoopSettings:
+    """The loop's settings from validated params: the one place a config becomes LoopSettings.
+
+    Optimisation and regularisation come from `params.train`, the shift unit from the model's
+    patch. A train job (sweep_trial=False) runs train.epochs with train.patience and selects on
+    val_accuracy; a sweep trial runs sweep.epochs, selects on sweep.metric and never stops
+    early, since pruning, not early stopping, ends hopeless trials. regime_channels: the one-hot
+    channels of the true regime (synthetic-regimes), for MI(expert; regime) per epoch.
+    """
+    tc = params.train
+    if sweep_trial:
+        sc = params.sweep
+        budget: dict[str, Any] = {
+            "epochs": sc.epochs,
+            "warmup_epochs": min(tc.warmup_epochs, sc.epochs - 1),  # a short trial still reaches peak lr
+            "patience": sc.epochs,
+            "selection_metric": sc.metric,
+        }
+    else:
+        budget = {"epochs": tc.epochs, "warmup_epochs": tc.warmup_epochs, "patience": tc.patience}
+    return LoopSettings(
+        batch_size=tc.batch_size,
+        lr=tc.lr,
+        weight_decay=tc.weight_decay,
+        grad_clip=tc.grad_clip,
+        seed=seed,
+        **budget,
+        **LoopSettings.regularisation_from(tc, shift_unit=params.model.patch_size),
+        regime_channels=tuple(regime_channels),
+    )
+
+
+def _optimiser(
+    model: nn.Module, settings: LoopSettings, n_train: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW with a per-step warm-up + cosine schedule over settings.epochs epochs."""
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    steps_per_epoch = max(1, math.ceil(len(x_train) / settings.batch_size))
+    steps_per_epoch = max(1, math.ceil(n_train / settings.batch_size))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, _cosine_with_warmup(settings.warmup_epochs * steps_per_epoch, settings.epochs * steps_per_epoch)
     )
-    result = TrainResult()
-    start_epoch = 0
-    bad_epochs = 0
-    if checkpoint is not None and checkpoint.exists():
-        start_epoch, bad_epochs = _resume(checkpoint, checkpoint_key, model, opt, sched, result)
-    xt = torch.from_numpy(x_train)
-    yt = torch.from_numpy(y_train.astype(np.int64))
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
-    stopped = bad_epochs >= settings.patience
-    for epoch in range(start_epoch, settings.epochs):
-        if stopped:
-            break
-        model.train()
-        gen = epoch_generator(settings.seed, epoch)
-        order = torch.randperm(len(xt), generator=gen)
-        sums: dict[str, float] = {}
-        n_seen = 0
-        routing = None  # RoutingStats summed over the epoch's batches (MoE models only)
-        diagnostics = None  # RoutingDiagnostics over the epoch's batches (MoE models only)
-        batches = range(0, len(order), settings.batch_size)
-        if progress:
-            from tqdm import tqdm
+    return opt, sched
 
-            batches = tqdm(batches, desc=f"epoch {epoch}", leave=False)
-        for step, i in enumerate(batches):
-            idx = order[i : i + settings.batch_size]
-            xb, shifts = xt[idx], None
-            if settings.augments:
-                xb, shifts = augment_batch(xb, settings, gen)
-            xb, yb = xb.to(device), yt[idx].to(device)
-            out = model(xb) if shifts is None else model(xb, shift=shifts.to(device))
-            ce = loss_fn(out.logits, yb)
-            loss = ce + out.aux_loss
-            parts = {"loss": float(loss.detach()), "ce": float(ce.detach())}
-            parts.update({f"aux_{k}": float(v.detach()) for k, v in out.aux_parts.items()})
-            _check_loss(parts, epoch, step)  # before the step, so no NaN reaches the weights
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            opt.step()
-            sched.step()
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v * len(idx)
-            n_seen += len(idx)
-            if out.routing is not None:
-                routing = out.routing if routing is None else routing.merge(out.routing)
-                n_regimes = len(settings.regime_channels)
-                diagnostics = diagnostics or _diagnostics_for(out.routing, n_classes, n_regimes)
-                diagnostics.update(out.routes, yb, _regime(xb, settings.regime_channels))
-        metrics = {f"train_{k}": v / max(1, n_seen) for k, v in sums.items()}
-        if routing is not None:
-            metrics.update(routing_metrics(routing))
-        if diagnostics is not None:
-            metrics.update(diagnostics.flat_metrics("train_"))
-        val_prob = predict(model, x_val, device)
-        val_pred = val_prob.argmax(axis=1) if len(val_prob) else np.zeros(0, dtype=np.int64)
-        for k, v in classification_metrics(y_val, val_pred, n_classes).items():
-            metrics[f"val_{k}"] = v
-        _check_validation(val_prob, metrics, settings.selection_metric, epoch)
-        if routing is not None and len(val_prob):
-            metrics["val_random_routing_drop"] = random_routing_drop(
-                model, x_val, y_val, device, float((val_pred == y_val).mean())
-            )
+
+@dataclass
+class _EpochTally:
+    """One epoch's running sums: loss parts weighted by batch size, and routing statistics."""
+
+    n_classes: int
+    regime_channels: tuple[int, ...]
+    sums: dict[str, float] = field(default_factory=dict)
+    n_seen: int = 0
+    routing: Any = None  # RoutingStats summed over the epoch's batches (MoE models only)
+    diagnostics: Any = None  # RoutingDiagnostics over the epoch's batches (MoE models only)
+
+    def add(self, parts: dict[str, float], out: Any, xb: torch.Tensor, yb: torch.Tensor) -> None:
+        """Count one batch: xb [B, T, C] as the model saw it, yb [B] its labels."""
+        for k, v in parts.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v * len(yb)
+        self.n_seen += len(yb)
+        if out.routing is not None:
+            self.routing = out.routing if self.routing is None else self.routing.merge(out.routing)
+            n_regimes = len(self.regime_channels)
+            self.diagnostics = self.diagnostics or _diagnostics_for(out.routing, self.n_classes, n_regimes)
+            self.diagnostics.update(out.routes, yb, _regime(xb, self.regime_channels))
+
+    def metrics(self) -> dict[str, float]:
+        """Mean loss parts (train_*), then load balance and routing diagnostics when routed."""
+        metrics = {f"train_{k}": v / max(1, self.n_seen) for k, v in self.sums.items()}
+        if self.routing is not None:
+            metrics.update(routing_metrics(self.routing))
+        if self.diagnostics is not None:
+            metrics.update(self.diagnostics.flat_metrics("train_"))
+        return metrics
+
+
+def _batch_starts(n: int, settings: LoopSettings, epoch: int, progress: bool) -> Iterable[int]:
+    """The first index into the epoch's order of each batch, behind a progress bar if asked."""
+    batches: Iterable[int] = range(0, n, settings.batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc=f"epoch {epoch}", leave=False)
+    return batches
+
+
+def _loss_parts(out: Any, yb: torch.Tensor, loss_fn: nn.Module) -> tuple[torch.Tensor, dict[str, float]]:
+    """The batch loss (cross-entropy plus the model's auxiliary losses) and its parts as floats."""
+    ce = loss_fn(out.logits, yb)
+    loss = ce + out.aux_loss
+    parts = {"loss": float(loss.detach()), "ce": float(ce.detach())}
+    parts.update({f"aux_{k}": float(v.detach()) for k, v in out.aux_parts.items()})
+    return loss, parts
+
+
+def _optimiser_step(
+    loss: torch.Tensor, model: nn.Module, opt: torch.optim.Optimizer, sched: Any, grad_clip: float
+) -> None:
+    """Backpropagate, clip the gradient norm, step the optimiser and the schedule."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    sched.step()
+
+
+@dataclass(frozen=True)
+class _EpochContext:
+    """What every epoch of one run shares: the settings, device, loss and optimiser state."""
+
+    settings: LoopSettings
+    device: torch.device
+    n_classes: int
+    loss_fn: nn.Module
+    opt: torch.optim.Optimizer
+    sched: Any
+    progress: bool = False
+
+
+def _train_epoch(
+    model: nn.Module, xt: torch.Tensor, yt: torch.Tensor, epoch: int, ctx: _EpochContext
+) -> tuple[dict[str, float], bool]:
+    """One pass over the training windows xt [N, T, C], yt [N] in the (seed, epoch) order.
+
+    Returns the epoch's train_* metrics and whether the model routed (an MoE model).
+    """
+    settings, device = ctx.settings, ctx.device
+    model.train()
+    gen = epoch_generator(settings.seed, epoch)  # shuffling and augmentation: fixed by (seed, epoch)
+    order = torch.randperm(len(xt), generator=gen)
+    tally = _EpochTally(ctx.n_classes, settings.regime_channels)
+    for step, i in enumerate(_batch_starts(len(order), settings, epoch, ctx.progress)):
+        idx = order[i : i + settings.batch_size]
+        xb, shifts = xt[idx], None
+        if settings.augments:
+            xb, shifts = augment_batch(xb, settings, gen)
+        xb, yb = xb.to(device), yt[idx].to(device)
+        out = model(xb) if shifts is None else model(xb, shift=shifts.to(device))
+        loss, parts = _loss_parts(out, yb, ctx.loss_fn)
+        _check_loss(parts, epoch, step)  # before the step, so no NaN reaches the weights
+        _optimiser_step(loss, model, ctx.opt, ctx.sched, settings.grad_clip)
+        tally.add(parts, out, xb, yb)
+    return tally.metrics(), tally.routing is not None
+
+
+def _add_validation(
+    metrics: dict[str, float],
+    model: nn.Module,
+    data: LoopData,
+    ctx: _EpochContext,
+    epoch: int,
+    routed: bool,
+) -> None:
+    """Add the val_* metrics of the epoch's weights to `metrics`; stop on non-finite output.
+
+    With routing, also the accuracy lost under uniform-random routing (val_random_routing_drop).
+    """
+    val_prob = predict(model, data.x_val, ctx.device)
+    val_pred = val_prob.argmax(axis=1) if len(val_prob) else np.zeros(0, dtype=np.int64)
+    for k, v in classification_metrics(data.y_val, val_pred, data.n_classes).items():
+        metrics[f"val_{k}"] = v
+    _check_validation(val_prob, metrics, ctx.settings.selection_metric, epoch)
+    if routed and len(val_prob):
+        metrics["val_random_routing_drop"] = random_routing_drop(
+            model, data.x_val, data.y_val, ctx.device, float((val_pred == data.y_val).mean())
+        )
+
+
+def _keep_if_best(
+    result: TrainResult,
+    metrics: dict[str, float],
+    epoch: int,
+    model: nn.Module,
+    selection: str,
+    bad_epochs: int,
+) -> int:
+    """Keep the weights of an epoch that improves the selection metric; the new bad-epoch count."""
+    score = metrics.get(selection, -math.inf)
+    if score > result.best_metric:
+        result.best_metric, result.best_epoch = score, epoch
+        result.best_state = _clone_state(model)
+        return 0
+    return bad_epochs + 1
+
+
+def _write_checkpoint(
+    spec: CheckpointSpec,
+    epoch: int,
+    model: nn.Module,
+    ctx: _EpochContext,
+    result: TrainResult,
+    bad_epochs: int,
+) -> None:
+    """Atomically write everything the next epoch depends on (see the module docstring)."""
+    state = {
+        "key": spec.key,
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": ctx.opt.state_dict(),
+        "scheduler": ctx.sched.state_dict(),
+        "rng": torch.get_rng_state(),
+        "history": result.history,
+        "best_epoch": result.best_epoch,
+        "best_metric": result.best_metric,
+        "best_state": result.best_state,
+        "bad_epochs": bad_epochs,
+    }
+    atomic_write_bytes(spec.path, _state_bytes(state))
+
+
+def train(
+    model: nn.Module,
+    data: LoopData,
+    settings: LoopSettings,
+    device: torch.device,
+    *,
+    checkpoint: CheckpointSpec | None = None,
+    on_epoch: EpochCallback | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train with model selection on validation; resume from `checkpoint` if its key matches.
+
+    Returns the history and best epoch; the model is left holding the selected weights.
+    """
+    model.to(device)
+    opt, sched = _optimiser(model, settings, len(data.x_train))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+    ctx = _EpochContext(settings, device, data.n_classes, loss_fn, opt, sched, progress)
+    result = TrainResult()
+    start_epoch, bad_epochs = 0, 0
+    if checkpoint is not None and checkpoint.path.exists():
+        start_epoch, bad_epochs = _resume(checkpoint.path, checkpoint.key, model, opt, sched, result)
+    xt = torch.from_numpy(data.x_train)
+    yt = torch.from_numpy(data.y_train.astype(np.int64))
+    for epoch in range(start_epoch, settings.epochs):
+        if bad_epochs >= settings.patience:
+            break  # early stopping (also when resuming a run that had already stopped)
+        metrics, routed = _train_epoch(model, xt, yt, epoch, ctx)
+        _add_validation(metrics, model, data, ctx, epoch, routed)
         metrics["lr"] = float(sched.get_last_lr()[0])
         metrics["epoch"] = float(epoch)
         result.history.append(metrics)
-        score = metrics.get(settings.selection_metric, -math.inf)
-        if score > result.best_metric:
-            result.best_metric, result.best_epoch = score, epoch
-            result.best_state = _clone_state(model)
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
-        stopped = bad_epochs >= settings.patience
+        bad_epochs = _keep_if_best(result, metrics, epoch, model, settings.selection_metric, bad_epochs)
         # Report before the checkpoint: a job killed in between redoes this epoch and reports it
         # again, so every epoch a checkpoint covers has been reported (the resumed MLflow run
         # copies the killed run's epochs before its first one).
         if on_epoch is not None:
             on_epoch(epoch, metrics)
         if checkpoint is not None:
-            atomic_write_bytes(
-                checkpoint,
-                _state_bytes(
-                    {
-                        "key": checkpoint_key,
-                        "epoch": epoch,
-                        "model": model.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(),
-                        "rng": torch.get_rng_state(),
-                        "history": result.history,
-                        "best_epoch": result.best_epoch,
-                        "best_metric": result.best_metric,
-                        "best_state": result.best_state,
-                        "bad_epochs": bad_epochs,
-                    }
-                ),
-            )
+            _write_checkpoint(checkpoint, epoch, model, ctx, result, bad_epochs)
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
     return result
