@@ -44,11 +44,6 @@ def test_parse_metric_filter_rejects(text):
         parse_metric_filter(text)
 
 
-def test_metric_filter_accepts():
-    f = MetricFilter("a", ">=", 0.5)
-    assert f.accepts(0.5) and not f.accepts(0.4) and not f.accepts(None)
-
-
 def test_run_filter_builds_an_mlflow_query():
     q = RunFilter(dataset="hapt", stage="train", status="finished", metrics=[parse_metric_filter("n.x>0.5")])
     assert q.to_mlflow() == (

@@ -30,18 +30,6 @@ class MetricFilter:
     op: str
     value: float
 
-    def accepts(self, x: float | None) -> bool:
-        if x is None:
-            return False
-        return {
-            ">=": x >= self.value,
-            "<=": x <= self.value,
-            ">": x > self.value,
-            "<": x < self.value,
-            "=": x == self.value,
-            "!=": x != self.value,
-        }[self.op]
-
     def __str__(self) -> str:
         return f"{self.name}{self.op}{self.value:g}"
 
@@ -235,6 +223,3 @@ class Store:
         with tempfile.TemporaryDirectory(prefix="timoe-audit-") as tmp:
             local = self.client.download_artifacts(run_id, path, tmp)
             return Path(local).read_text()
-
-    def metric_history(self, run_id: str, key: str) -> list[Any]:
-        return self.client.get_metric_history(run_id, key)

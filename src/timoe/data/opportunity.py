@@ -195,16 +195,6 @@ def channel_layout(modalities: Sequence[str]) -> tuple[list[str], dict[str, list
     return channels, groups, columns
 
 
-def parse_name(path: Path) -> tuple[int, str]:
-    """(subject, run) of an official file name, e.g. S2-ADL3.dat -> (2, "ADL3")."""
-    match = _FILE.search(path.name)
-    if not match:
-        raise DataFormatError(
-            f"{path}: expected a file named S<subject>-ADL<1-5>.dat or S<subject>-Drill.dat"
-        )
-    return int(match.group(1)), match.group(2)
-
-
 def read_table(path: Path) -> np.ndarray:
     """One run file -> (T, 250) float64, NaN where the file says NaN; labels checked."""
     try:

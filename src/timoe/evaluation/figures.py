@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -159,7 +158,3 @@ def sweep_history_figure(trials_csv: dict[str, Path], title: str, path: Path) ->
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())

@@ -212,10 +212,6 @@ class TimoeModel(nn.Module):
         raise ValueError(f"unknown router kind {kind!r}")
 
     @property
-    def has_rus(self) -> bool:
-        return self.provider is not None
-
-    @property
     def rus(self) -> RusPrior | None:
         """The single prior of a one-context model (after shuffling, for the shuffled ablation), at
         the provider's step resolution; None without a prior or with several contexts."""

@@ -26,7 +26,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import yaml
 from optuna.trial import TrialState
@@ -352,7 +351,3 @@ def run_sweep_worker(
         join_timeout_s=join_timeout_s,
     )
     return run_worker(job)
-
-
-def best_value_or_nan(best: dict[str, Any]) -> float:
-    return float(best["value"]) if best.get("value") is not None else float(np.nan)
