@@ -107,7 +107,6 @@ def sinkhorn_classes(
     log_c: torch.Tensor,
     iters: int,
     tol: float,
-    last_step_grad: bool = False,
 ) -> tuple[torch.Tensor, int]:
     """Scale every slice exp(log_a[b]) (B, n1, n2) to row sums exp(log_r) (B, n1), columns exp(log_c) (B, n2).
 
@@ -118,21 +117,13 @@ def sinkhorn_classes(
     step.  Where the probability domain under- or overflows (a denominator below 1e-30 or a scaling
     above 1e30: kernels whose exponents sit at the ±30 clamp with floored marginals), the problem
     is re-solved in the log domain.  Returns log q (B, n1, n2) and the iterations used.
-    `last_step_grad`: iterate without autograd and differentiate only one final column + row step
-    from the converged row scaling (truncated backpropagation: a cheaper, approximate gradient).
+    (interactions._coupling differentiates the converged solve implicitly instead of through it.)
     """
     b, n1, _ = log_a.shape
     shift = log_a.amax(dim=(1, 2), keepdim=True).clamp_min(-1e30)  # (B, 1, 1); all-masked slices
     a = (log_a - shift).exp_()
     r, c = log_r.exp().unsqueeze(1), log_c.exp().unsqueeze(1)  # (B, 1, n1), (B, 1, n2) row vectors
-    if last_step_grad:
-        with torch.no_grad():
-            u, v, used, unsafe = _scale_probability(a, r, c, iters, tol)
-        if not unsafe:
-            v = c / torch.bmm(u, a).clamp_min(_FLOOR)
-            u = r / torch.bmm(v, a.transpose(1, 2)).clamp_min(_FLOOR)
-    else:
-        u, v, used, unsafe = _scale_probability(a, r, c, iters, tol)
+    u, v, used, unsafe = _scale_probability(a, r, c, iters, tol)
     if unsafe:
         return _sinkhorn_log(log_a - shift, log_r, log_c, iters, tol)
     # (B, n1, 1) as a view, not a transpose: broadcasting a transposed operand is several times slower.
@@ -289,6 +280,9 @@ def batch_pid(
         return _batch_pid(x1, x2, y, cfg, context, n_classes, dev, seed, holdout)
 
 
+Tensors = tuple[torch.Tensor, ...]  # (x1 (n, D1), x2 (n, D2), y (n,), strata (n,)) on the device
+
+
 def _batch_pid(
     x1: Any,
     x2: Any,
@@ -313,50 +307,92 @@ def _batch_pid(
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        perm = torch.randperm(n, generator=gen).numpy()
-        n_eval = max(round(holdout * n), min(n // 2, cfg.batch_size)) if holdout > 0 else 0
-        train, evals = (perm[: n - n_eval], perm[n - n_eval :]) if n_eval else (perm, perm)
-
-        def tensors(idx: np.ndarray) -> tuple[torch.Tensor, ...]:
-            t = [torch.from_numpy(a[idx]), torch.from_numpy(b[idx]), torch.from_numpy(yy[idx])]
-            t.append(
-                torch.from_numpy(ctx[idx]) if ctx is not None else torch.zeros(len(idx), dtype=torch.long)
-            )
-            return tuple(u.to(dev) for u in t)
-
-        tr, ev = tensors(train), tensors(evals)
+        tr, ev = _split_tensors(a, b, yy, ctx, holdout, cfg.batch_size, gen, dev)
         prior = label_prior(tr[2], tr[3], k, max(n_ctx, 1))
         d1 = _train_discriminator(tr[0], tr, k, n_ctx, cfg, gen, dev)
         d2 = _train_discriminator(tr[1], tr, k, n_ctx, cfg, gen, dev)
         d12 = _train_discriminator(torch.cat([tr[0], tr[1]], 1), tr, k, n_ctx, cfg, gen, dev)
-        align = _Alignment(a.shape[1], b.shape[1], cfg, k).to(dev)
-        opt = torch.optim.Adam(align.parameters(), lr=cfg.lr)
-        iters_used = []
-        use_ctx = ctx is not None
-        for _ in range(cfg.align_epochs):
-            for idx in batches(len(tr[2]), cfg.batch_size, gen, dev, drop_last=True):
-                x1b, x2b, _, cb = (t[idx] for t in tr)
-                with torch.no_grad():
-                    p1, p2 = d1(with_ctx(x1b, cb, n_ctx)), d2(with_ctx(x2b, cb, n_ctx))
-                loss, it = coupling_terms(align(x1b, x2b), p1, p2, cb if use_ctx else None, cfg)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                iters_used.append(it)
-        sums = torch.zeros(4, dtype=torch.float64)
-        with torch.no_grad():
-            for idx in batches(len(ev[2]), cfg.batch_size, None, dev, drop_last=False):
-                x1b, x2b, _, cb = (t[idx] for t in ev)
-                pr = prior[cb]
-                p1, p2 = d1(with_ctx(x1b, cb, n_ctx)), d2(with_ctx(x2b, cb, n_ctx))
-                p12 = d12(with_ctx(torch.cat([x1b, x2b], 1), cb, n_ctx))
-                cond, _ = coupling_terms(align(x1b, x2b), p1, p2, cb if use_ctx else None, cfg)
-                m1 = kl_rows(p1, pr).mean()
-                vals = torch.stack([m1, kl_rows(p2, pr).mean(), kl_rows(p12, pr).mean(), m1 + cond])
-                sums += vals.double().cpu() * len(idx)
-        i1, i2, i12, iq = (sums / len(ev[2]) / LN2).tolist()
+        align, iters_used = _train_alignment(tr, d1, d2, k, n_ctx, ctx is not None, cfg, gen, dev)
+        i1, i2, i12, iq = _readout(ev, prior, d1, d2, d12, align, n_ctx, ctx is not None, cfg, dev)
     iters = float(np.mean(iters_used)) if iters_used else 0.0
     return BatchPID.from_informations(i1, i2, i12, iq, n, time.perf_counter() - t0, iters)
+
+
+def _split_tensors(
+    a: np.ndarray,
+    b: np.ndarray,
+    y: np.ndarray,
+    ctx: np.ndarray | None,
+    holdout: float,
+    batch_size: int,
+    gen: torch.Generator,
+    dev: torch.device,
+) -> tuple[Tensors, Tensors]:
+    """Train and held-out tensors: the last `holdout` share of a seeded permutation is held out
+    (at least one minibatch, at most half); with holdout 0 both are all the samples."""
+    n = len(y)
+    perm = torch.randperm(n, generator=gen).numpy()
+    n_eval = max(round(holdout * n), min(n // 2, batch_size)) if holdout > 0 else 0
+    train, evals = (perm[: n - n_eval], perm[n - n_eval :]) if n_eval else (perm, perm)
+    strata = np.zeros(n, dtype=np.int64) if ctx is None else ctx
+    return tuple(tuple(torch.from_numpy(u[idx]).to(dev) for u in (a, b, y, strata)) for idx in (train, evals))
+
+
+def _train_alignment(
+    tr: Tensors,
+    d1: _Discriminator,
+    d2: _Discriminator,
+    k: int,
+    n_ctx: int,
+    use_ctx: bool,
+    cfg: BatchEstimatorConfig,
+    gen: torch.Generator,
+    dev: torch.device,
+) -> tuple[_Alignment, list[int]]:
+    """Alignment embeddings minimising I_q(X2; Y | X1) on minibatches, frozen discriminators;
+    returns them and the Sinkhorn iterations of every step."""
+    align = _Alignment(tr[0].shape[1], tr[1].shape[1], cfg, k).to(dev)
+    opt = torch.optim.Adam(align.parameters(), lr=cfg.lr)
+    iters_used = []
+    for _ in range(cfg.align_epochs):
+        for idx in batches(len(tr[2]), cfg.batch_size, gen, dev, drop_last=True):
+            x1b, x2b, _, cb = (t[idx] for t in tr)
+            with torch.no_grad():
+                p1, p2 = d1(with_ctx(x1b, cb, n_ctx)), d2(with_ctx(x2b, cb, n_ctx))
+            loss, it = coupling_terms(align(x1b, x2b), p1, p2, cb if use_ctx else None, cfg)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            iters_used.append(it)
+    return align, iters_used
+
+
+@torch.no_grad()
+def _readout(
+    ev: Tensors,
+    prior: torch.Tensor,
+    d1: _Discriminator,
+    d2: _Discriminator,
+    d12: _Discriminator,
+    align: _Alignment,
+    n_ctx: int,
+    use_ctx: bool,
+    cfg: BatchEstimatorConfig,
+    dev: torch.device,
+) -> tuple[float, float, float, float]:
+    """I(Y;X1), I(Y;X2), I(Y;X1,X2) and min I_q (bits) on the held-out samples; prior (n_ctx, K)."""
+    sums = torch.zeros(4, dtype=torch.float64)
+    for idx in batches(len(ev[2]), cfg.batch_size, None, dev, drop_last=False):
+        x1b, x2b, _, cb = (t[idx] for t in ev)
+        pr = prior[cb]
+        p1, p2 = d1(with_ctx(x1b, cb, n_ctx)), d2(with_ctx(x2b, cb, n_ctx))
+        p12 = d12(with_ctx(torch.cat([x1b, x2b], 1), cb, n_ctx))
+        cond, _ = coupling_terms(align(x1b, x2b), p1, p2, cb if use_ctx else None, cfg)
+        m1 = kl_rows(p1, pr).mean()
+        vals = torch.stack([m1, kl_rows(p2, pr).mean(), kl_rows(p12, pr).mean(), m1 + cond])
+        sums += vals.double().cpu() * len(idx)
+    i1, i2, i12, iq = (sums / len(ev[2]) / LN2).tolist()
+    return i1, i2, i12, iq
 
 
 def with_ctx(x: torch.Tensor, ctx: torch.Tensor, n_ctx: int) -> torch.Tensor:

@@ -96,15 +96,7 @@ def exact_pid(
     which one thread measured 2–10× faster than two on a shared 2-core machine.
     """
     dev = resolve_device(device)
-    pt = as_float64(p, dev)
-    if pt.ndim == 3:
-        pt = pt.unsqueeze(0)
-    if pt.ndim != 4:
-        raise ValueError(f"P must have shape (B, n1, n2, ny) or (n1, n2, ny), got {tuple(pt.shape)}")
-    if not bool(torch.isfinite(pt).all()) or bool((pt < 0).any()):
-        raise ValueError("P must be finite and non-negative")
-    mass = pt.sum(dim=(1, 2, 3), keepdim=True)
-    pt = torch.where(mass > 0, pt / mass.clamp_min(1e-300), 0.0)
+    pt = _normalised(p, dev)
     nb, n1, n2, ny = pt.shape
     if n2 > n1:  # the solver factorises an (n2·ny)² matrix: give it the smaller side
         swapped = exact_pid(
@@ -119,7 +111,24 @@ def exact_pid(
     chunk = chunk_size or _auto_chunk(n1, n2, ny)
     with cpu_threads(num_threads if dev.type == "cpu" else None):
         outs = [solve_min_mi(pt[i : i + chunk], tol * LN2, max_iter) for i in range(0, nb, chunk)]
-    res = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
+    return _decomposition(pt, {k: torch.cat([o[k] for o in outs]) for k in outs[0]})
+
+
+def _normalised(p: Any, dev: torch.device) -> torch.Tensor:
+    """P as a checked float64 batch (B, n1, n2, ny) on `dev`, each problem summing to 1 (or all 0)."""
+    pt = as_float64(p, dev)
+    if pt.ndim == 3:
+        pt = pt.unsqueeze(0)
+    if pt.ndim != 4:
+        raise ValueError(f"P must have shape (B, n1, n2, ny) or (n1, n2, ny), got {tuple(pt.shape)}")
+    if not bool(torch.isfinite(pt).all()) or bool((pt < 0).any()):
+        raise ValueError("P must be finite and non-negative")
+    mass = pt.sum(dim=(1, 2, 3), keepdim=True)
+    return torch.where(mass > 0, pt / mass.clamp_min(1e-300), 0.0)
+
+
+def _decomposition(pt: torch.Tensor, res: dict[str, torch.Tensor]) -> ExactPID:
+    """ExactPID of the normalised joints pt (B, n1, n2, ny) from the solver's outputs `res`."""
     hy, i1, i2, i12 = _information_terms(pt)
     min_mi = hy + res["primal"]
     lower = hy + res["dual"]

@@ -160,57 +160,105 @@ def _multiscale_pid(
         train, evals = _prepare(samples, holdout, cfg.batch_size, gen, dev)
         k = int(n_classes or max(int(t[2].max()) for t in train) + 1)
         n_ctx = max(int(t[3].max()) for t in train + evals) + 1 if use_ctx else 0
-        d1, d2 = train[0][0].shape[1], train[0][1].shape[1]
         steps = max(1, round(steps_factor * math.ceil(np.mean([len(t[2]) for t in train]) / cfg.batch_size)))
-        disc = _Discriminators(d1, d2, k, len(lags), n_ctx, cfg.hidden).to(dev)
-        opt = torch.optim.Adam(disc.parameters(), lr=cfg.lr)
-        for _ in range(cfg.discrim_epochs * steps):  # phase 1: τ drawn per step
-            li, idx = _draw(train, cfg.batch_size, gen, dev)
-            x1, x2, y, c = (u[idx] for u in train[li])
-            loss = sum(nn.functional.cross_entropy(lg, y) for lg in disc(x1, x2, _lag(li, dev), c))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        disc.eval().requires_grad_(False)
-        align = _Alignment(d1, d2, k, len(lags), cfg).to(dev)
-        opt = torch.optim.Adam(align.parameters(), lr=cfg.lr)
-        iters: list[int] = []
-        for _ in range(cfg.align_epochs * steps):  # phase 2: frozen discriminators, τ drawn per step
-            li, idx = _draw(train, cfg.batch_size, gen, dev)
-            x1, x2, _, c = (u[idx] for u in train[li])
-            lag = _lag(li, dev)
-            with torch.no_grad():
-                l1, l2, _ = disc(x1, x2, lag, c)
-            loss, it = coupling_terms(
-                align(x1, x2, lag), l1.softmax(-1), l2.softmax(-1), c if use_ctx else None, cfg
-            )
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            iters.append(it)
-        out = {}
-        with torch.no_grad():  # phase 3: read out every lag
-            for li, lag_value in enumerate(lags):
-                prior = label_prior(train[li][2], train[li][3], k, max(n_ctx, 1))
-                sums = torch.zeros(4, dtype=torch.float64)
-                ev = evals[li]
-                for idx in batches(len(ev[2]), cfg.batch_size, None, dev, drop_last=False):
-                    x1, x2, _, c = (u[idx] for u in ev)
-                    lag = _lag(li, dev)
-                    p1, p2, p12 = (lg.softmax(-1) for lg in disc(x1, x2, lag, c))
-                    cond, _ = coupling_terms(align(x1, x2, lag), p1, p2, c if use_ctx else None, cfg)
-                    pr = prior[c]
-                    m1 = kl_rows(p1, pr).mean()
-                    vals = torch.stack([m1, kl_rows(p2, pr).mean(), kl_rows(p12, pr).mean(), m1 + cond])
-                    sums += vals.double().cpu() * len(idx)
-                i1, i2, i12, iq = (sums / len(ev[2]) / LN2).tolist()
-                out[lag_value] = (i1, i2, i12, iq, len(train[li][2]) + len(ev[2]))
+        disc = _train_discriminators(train, k, n_ctx, cfg, cfg.discrim_epochs * steps, gen, dev)
+        align, iters = _train_alignment(train, disc, k, use_ctx, cfg, cfg.align_epochs * steps, gen, dev)
+        out = {
+            lag: _readout(li, train[li], evals[li], disc, align, k, n_ctx, use_ctx, cfg, dev)
+            for li, lag in enumerate(lags)
+        }
     seconds = (time.perf_counter() - t0) / len(lags)
     mean_iters = float(np.mean(iters)) if iters else 0.0
     return {
         lag: BatchPID.from_informations(i1, i2, i12, iq, n, seconds, mean_iters)
         for lag, (i1, i2, i12, iq, n) in out.items()
     }
+
+
+Split = tuple[torch.Tensor, ...]  # (x1 (n, D1), x2 (n, D2), y (n,), strata (n,)) of one lag
+
+
+def _train_discriminators(
+    train: list[Split],
+    k: int,
+    n_ctx: int,
+    cfg: BatchEstimatorConfig,
+    steps: int,
+    gen: torch.Generator,
+    dev: torch.device,
+) -> _Discriminators:
+    """Phase 1: the shared discriminators, a lag drawn per step; returned frozen."""
+    d1, d2 = train[0][0].shape[1], train[0][1].shape[1]
+    disc = _Discriminators(d1, d2, k, len(train), n_ctx, cfg.hidden).to(dev)
+    opt = torch.optim.Adam(disc.parameters(), lr=cfg.lr)
+    for _ in range(steps):
+        li, idx = _draw(train, cfg.batch_size, gen, dev)
+        x1, x2, y, c = (u[idx] for u in train[li])
+        loss = sum(nn.functional.cross_entropy(lg, y) for lg in disc(x1, x2, _lag(li, dev), c))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return disc.eval().requires_grad_(False)
+
+
+def _train_alignment(
+    train: list[Split],
+    disc: _Discriminators,
+    k: int,
+    use_ctx: bool,
+    cfg: BatchEstimatorConfig,
+    steps: int,
+    gen: torch.Generator,
+    dev: torch.device,
+) -> tuple[_Alignment, list[int]]:
+    """Phase 2: the shared alignment, frozen discriminators, a lag drawn per step; returns it and
+    the Sinkhorn iterations of every step."""
+    align = _Alignment(train[0][0].shape[1], train[0][1].shape[1], k, len(train), cfg).to(dev)
+    opt = torch.optim.Adam(align.parameters(), lr=cfg.lr)
+    iters: list[int] = []
+    for _ in range(steps):
+        li, idx = _draw(train, cfg.batch_size, gen, dev)
+        x1, x2, _, c = (u[idx] for u in train[li])
+        lag = _lag(li, dev)
+        with torch.no_grad():
+            l1, l2, _ = disc(x1, x2, lag, c)
+        loss, it = coupling_terms(
+            align(x1, x2, lag), l1.softmax(-1), l2.softmax(-1), c if use_ctx else None, cfg
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        iters.append(it)
+    return align, iters
+
+
+@torch.no_grad()
+def _readout(
+    li: int,
+    tr: Split,
+    ev: Split,
+    disc: _Discriminators,
+    align: _Alignment,
+    k: int,
+    n_ctx: int,
+    use_ctx: bool,
+    cfg: BatchEstimatorConfig,
+    dev: torch.device,
+) -> tuple[float, float, float, float, int]:
+    """Phase 3: I(Y;X1), I(Y;X2), I(Y;X1,X2), min I_q (bits) of lag index li on its held-out samples."""
+    prior = label_prior(tr[2], tr[3], k, max(n_ctx, 1))
+    sums = torch.zeros(4, dtype=torch.float64)
+    lag = _lag(li, dev)
+    for idx in batches(len(ev[2]), cfg.batch_size, None, dev, drop_last=False):
+        x1, x2, _, c = (u[idx] for u in ev)
+        p1, p2, p12 = (lg.softmax(-1) for lg in disc(x1, x2, lag, c))
+        cond, _ = coupling_terms(align(x1, x2, lag), p1, p2, c if use_ctx else None, cfg)
+        pr = prior[c]
+        m1 = kl_rows(p1, pr).mean()
+        vals = torch.stack([m1, kl_rows(p2, pr).mean(), kl_rows(p12, pr).mean(), m1 + cond])
+        sums += vals.double().cpu() * len(idx)
+    i1, i2, i12, iq = (sums / len(ev[2]) / LN2).tolist()
+    return i1, i2, i12, iq, len(tr[2]) + len(ev[2])
 
 
 def _lag(index: int, dev: torch.device) -> torch.Tensor:

@@ -107,26 +107,52 @@ def compute_temporal_rus(
     x = np.asarray(x)
     names = _check_inputs(x, modalities)
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    labels, form = _labels_and_form(x, step_labels, window_labels, sequence_level, cfg)
+    if cfg.estimator != "exact":
+        rows = neural_rows(x, labels, modalities, pairs, cfg, form, sequence_level, seed)
+    else:
+        rows = _exact_rows(x, labels, modalities, pairs, cfg, form, sequence_level, seed, feature)
+    return _frame(rows, pairs, t0)
+
+
+def _labels_and_form(
+    x: np.ndarray,
+    step_labels: np.ndarray | None,
+    window_labels: np.ndarray | None,
+    sequence_level: bool,
+    cfg: RusConfig,
+) -> tuple[np.ndarray, str]:
+    """The labels the estimate is about, (N,) or (N, T), and the form it can take, checked."""
     if sequence_level:
         if window_labels is None or np.asarray(window_labels).shape != x.shape[:1]:
             raise ValueError("sequence_level=True needs window_labels of shape (N,)")
         if cfg.form == "directed":
             warnings.warn(
-                "sequence-level labels have no target past: computing the lagged_mi form", stacklevel=2
+                "sequence-level labels have no target past: computing the lagged_mi form", stacklevel=3
             )
-        labels, form = np.asarray(window_labels), "lagged_mi"
-    else:
-        if step_labels is None or np.asarray(step_labels).shape != x.shape[:2]:
-            raise ValueError("step_labels must have shape (N, T)")
-        labels, form = np.asarray(step_labels), cfg.form
-        if form == "directed" and cfg.past_horizon >= x.shape[1]:
-            # no target step has its past inside the window: every row would be an empty table
-            raise ValueError(
-                f"rus.past_horizon={cfg.past_horizon} needs windows longer than that (T = {x.shape[1]})"
-            )
-    if cfg.estimator != "exact":
-        rows = neural_rows(x, labels, modalities, pairs, cfg, form, sequence_level, seed)
-        return _frame(rows, pairs, t0)
+        return np.asarray(window_labels), "lagged_mi"
+    if step_labels is None or np.asarray(step_labels).shape != x.shape[:2]:
+        raise ValueError("step_labels must have shape (N, T)")
+    if cfg.form == "directed" and cfg.past_horizon >= x.shape[1]:
+        # no target step has its past inside the window: every row would be an empty table
+        raise ValueError(
+            f"rus.past_horizon={cfg.past_horizon} needs windows longer than that (T = {x.shape[1]})"
+        )
+    return np.asarray(step_labels), cfg.form
+
+
+def _exact_rows(
+    x: np.ndarray,
+    labels: np.ndarray,
+    modalities: Mapping[str, Sequence[int]],
+    pairs: list[tuple[str, str]],
+    cfg: RusConfig,
+    form: str,
+    sequence_level: bool,
+    seed: int,
+    feature: Feature,
+) -> list[tuple[Any, ...]]:
+    """Rows (pair, lag, R, U1, U2, S, total, "exact", form, n_samples) from one batched exact solve."""
     feats = {
         m: ScalarFeature(feature).fit(x[:, :, list(ch)]).transform(x[:, :, list(ch)])
         for m, ch in modalities.items()
@@ -145,7 +171,7 @@ def compute_temporal_rus(
         vals = (w[:, None] * comps[start : start + k]).sum(0)  # conditional PID: strata averaged by p(s)
         start += k
         rows.append((f"{pair[0]}|{pair[1]}", lag, *map(float, vals), "exact", form, n_samples))
-    return _frame(rows, pairs, t0)
+    return rows
 
 
 def _frame(rows: list[tuple[Any, ...]], pairs: list[tuple[str, str]], t0: float) -> pl.DataFrame:
