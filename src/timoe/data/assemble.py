@@ -90,6 +90,19 @@ def from_recordings(
         raise ConfigError(f"{key}: {err}") from None
     split = split_by_subject(win.subject, test_subjects, val_subjects)
     require_splits(split, rs.name)
+    return windowed_dataset(rs, win, ordered, split, config or {})
+
+
+def windowed_dataset(
+    rs: RecordingSet,
+    win: Any,
+    ordered: list[int],
+    split: np.ndarray,
+    config: Mapping[str, Any],
+    split_unit: str = "subject",
+) -> WindowedDataset:
+    """The data set of a recording set's windows (window_recordings' result) with their split [N];
+    labels become indices into `ordered` (the source label ids kept, in order)."""
     return WindowedDataset(
         name=rs.name,
         x=win.x,
@@ -103,7 +116,8 @@ def from_recordings(
         modalities={k: list(v) for k, v in rs.modalities.items()},
         classes=[rs.label_names[c] for c in ordered],
         sources=dict(rs.sources),
-        config=dict(config or {}),
+        config=dict(config),
         sample_rate_hz=rs.sample_rate_hz,
         extra={**rs.extra, "source_labels": ordered},
+        split_unit=split_unit,
     )

@@ -42,11 +42,11 @@ from pathlib import Path
 import numpy as np
 
 from timoe.config import OPPORTUNITY_LABELS, OPPORTUNITY_RUNS, ConfigError, DataConfig, OpportunityConfig
-from timoe.data.assemble import RecordingSet, fill_gaps, from_recordings
+from timoe.data.assemble import RecordingSet, fill_gaps, from_recordings, windowed_dataset
 from timoe.data.base import SPLITS, Recording, WindowedDataset
 from timoe.data.errors import DataFormatError, DataSourceError
 from timoe.data.sources import configured_folder, sha256_file
-from timoe.data.windowing import to_class_index, window_recordings
+from timoe.data.windowing import window_recordings
 
 SAMPLE_RATE_HZ = 30.0
 _ACC = ("accX", "accY", "accZ")
@@ -340,21 +340,5 @@ def split_by_run(
             "subjects, or with no window of the selected classes); data.opportunity.split: "
             "subjects splits by subject instead"
         )
-    return WindowedDataset(
-        name=rs.name,
-        x=win.x,
-        label=to_class_index(win.label, ordered),
-        step_labels=to_class_index(win.step_labels, ordered),
-        subject=win.subject,
-        recording=win.recording,
-        start=win.start,
-        split=split,
-        channels=list(rs.channels),
-        modalities={k: list(v) for k, v in rs.modalities.items()},
-        classes=[rs.label_names[c] for c in ordered],
-        sources=dict(rs.sources),
-        config=dict(config),
-        sample_rate_hz=rs.sample_rate_hz,
-        extra={**rs.extra, "source_labels": ordered},
-        split_unit="recording",  # S2 and S3 are in every split; their runs are not
-    )
+    # S2 and S3 are in every split; their runs are not
+    return windowed_dataset(rs, win, ordered, split, config, split_unit="recording")
