@@ -82,6 +82,64 @@ def test_single_worker_sweep_is_reproducible(smoke_params, data_dir: Path, tmp_p
     assert runs[0] == runs[1] and len({json.dumps(p, sort_keys=True) for p in runs[0]}) == 3
 
 
+# Runs the worker command, unless its first launch should die: then SIGKILL, as the OOM killer does.
+_DIE_ONCE = """
+import os, sys
+marker, always, cmd = sys.argv[1], sys.argv[2] == "always", sys.argv[3:]
+if always or not os.path.exists(marker):
+    open(marker, "w").close()
+    os.kill(os.getpid(), 9)
+os.execv(cmd[0], cmd)
+"""
+
+
+def _dying_workers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, always: bool) -> None:
+    import sys
+
+    import timoe.stages.sweep as sweep_stage
+
+    real = sweep_stage.worker_command
+
+    def wrapped(**kw):
+        marker = tmp_path / f"died-{kw['index']}"
+        return [sys.executable, "-c", _DIE_ONCE, str(marker), "always" if always else "once", *real(**kw)]
+
+    monkeypatch.setattr(sweep_stage, "worker_command", wrapped)
+
+
+def test_workers_that_die_after_the_others_left_are_replaced(
+    smoke_params, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    """Every worker's first launch is killed, so no live worker is left to replace their trials:
+    the driver starts replacements, and the study still ends with n_trials finished (seen in CI
+    when a killed worker was the last one running)."""
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    _dying_workers(monkeypatch, tmp_path, always=False)
+    params = sweep_params(
+        smoke_params, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", n_trials=2, n_workers=2, epochs=1
+    )
+    best = run_sweep(
+        params, dataset="basicmotions", model="transformer", data_dir=data_dir, out_dir=tmp_path / "o"
+    )
+    assert best["n_complete"] + best["n_pruned"] == 2 and best["failed_workers"] == 2
+    assert "starting 2 replacement(s)" in capsys.readouterr().err
+
+
+def test_a_worker_that_always_dies_ends_the_sweep_after_bounded_retries(
+    smoke_params, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    _dying_workers(monkeypatch, tmp_path, always=True)
+    params = sweep_params(
+        smoke_params, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", n_trials=2, n_workers=2, epochs=1
+    )
+    with pytest.raises(RuntimeError, match="sweep incomplete: worker 0 exited with code -9"):
+        run_sweep(
+            params, dataset="basicmotions", model="transformer", data_dir=data_dir, out_dir=tmp_path / "o"
+        )
+    assert not (tmp_path / "o").exists()
+
+
 def test_study_name_follows_the_objective_not_the_scheduling(smoke_params, data_dir: Path, tmp_path: Path):
     uri = "sqlite:///unused.db"
     base = sweep_params(smoke_params, tracking_uri=uri)

@@ -302,7 +302,7 @@ def _run_trials(job: WorkerJob, study: optuna.Study, tmp: Path, *, dataset: str)
         for i in range(n_workers)
     ]
     try:
-        failed = run_local_workers(commands, job.storage, study, params.tracking.uri)
+        failed = _run_with_replacements(job, study, commands, target)
     finally:
         params_file.unlink(missing_ok=True)
     if failed:
@@ -312,6 +312,37 @@ def _run_trials(job: WorkerJob, study: optuna.Study, tmp: Path, *, dataset: str)
         # The others replaced its trial: the study is whole, so keep it, but say so.
         print(f"sweep: warning: {detail}; its trial was marked FAIL and replaced", file=sys.stderr)
     return failed
+
+
+REPLACEMENT_ROUNDS = 2  # a worker that keeps dying is a bug to report, not to retry forever
+
+
+def _run_with_replacements(
+    job: WorkerJob, study: optuna.Study, commands: list[list[str]], target: int
+) -> dict[int, int]:
+    """Run the workers; when some died and the study is still short of `target`, start as many
+    again (up to REPLACEMENT_ROUNDS times). Returns {worker index: exit code} of every failure.
+
+    A dead worker's trial is failed at once and the live workers replace it, but a worker that
+    dies after the others have seen n_trials started (and left) leaves nobody to replace it.
+    """
+    failed_all: dict[int, int] = {}
+    indices = list(range(len(commands)))
+    for round_no in range(REPLACEMENT_ROUNDS + 1):
+        live = [commands[i] for i in indices]
+        failed = run_local_workers(live, job.storage, study, job.params.tracking.uri)
+        failed = {indices[i]: code for i, code in failed.items()}
+        failed_all |= {i: code for i, code in failed.items() if i not in failed_all}
+        if not failed or _finished(study) >= target or round_no == REPLACEMENT_ROUNDS:
+            return failed_all
+        indices = sorted(failed)
+        print(
+            f"sweep: {len(failed)} worker(s) died with {_finished(study)} of {target} trials finished; "
+            f"starting {len(indices)} replacement(s)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return failed_all
 
 
 def run_sweep_worker(
