@@ -7,7 +7,8 @@ Peers, each run one problem at a time on the first problems of every batch:
 Prints, per problem size and peer: seconds per problem, ratio to the batched exact solver's seconds
 per problem, and the largest |difference| in bits (min I_Q, and R/U1/U2/S where the peer gives them);
 plus the batched solver's largest certificate (duality gap, bits).  A peer that is not installed
-prints "not installed: <name>" and the run goes on (install them with `pip install -e .[bench]`).
+prints "not installed: <name> (why)" and the run goes on (install them with `pip install --no-deps
+idtxl-uv==1.6.1 ecos==2.0.14` and `pip install dit==2.3`).
 
     python benchmarks/bench_exact_pid.py            # cvxpy on 12 and IDTxl on 2 of the 48 20×20×12
     python benchmarks/bench_exact_pid.py --full     # cvxpy on every problem (about 5 minutes more)
@@ -105,10 +106,16 @@ PEERS: list[tuple[str, str, Peer, int]] = [
 ]
 
 
-def installed(module: str) -> bool:
-    import importlib.util
+def missing(module: str) -> str | None:
+    """Why `module` cannot be used here (None when it imports): absent, or one of its own
+    dependencies absent (dit installed with --no-deps lacks loguru)."""
+    import importlib
 
-    return importlib.util.find_spec(module) is not None
+    try:
+        importlib.import_module(module)
+    except Exception as err:  # any import-time failure makes the peer unusable, not the benchmark
+        return f"{type(err).__name__}: {err}"
+    return None
 
 
 def run_peer(solve: Peer, ps: np.ndarray, exact: dict[str, np.ndarray]) -> tuple[float, float]:
@@ -143,8 +150,9 @@ def run(shape: tuple[int, int, int], n: int, n_peer: dict[str, int], seed: int) 
         m = min(n_peer.get(module, 0), n)
         if int(np.prod(shape)) > max_cells or m == 0:
             continue
-        if not installed(module):
-            print(f"{'':15s} {label:<29s} not installed: {module}", flush=True)
+        why = missing(module)
+        if why is not None:
+            print(f"{'':15s} {label:<29s} not installed: {module} ({why})", flush=True)
             continue
         per, diff = run_peer(solve, ps[:m], exact)
         print(
