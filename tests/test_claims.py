@@ -54,21 +54,24 @@ def test_identical_runs_are_equivalent_but_not_superior():
     runs = runs_table({"timoe": [0.9, 0.92, 0.91], "moe": [0.9, 0.92, 0.91]})
     sup = evaluate_claim(SUPERIOR, runs, {}, "hapt")
     eq = evaluate_claim(EQUIVALENT, runs, {}, "hapt")
-    assert sup["verdict"] == cl.FAILED and "p = 1" in sup["reason"]
+    # no gain at all, with no spread: the gain is shown below the SESOI (1 pp), so "beats" is refuted
+    assert sup["verdict"] == cl.REFUTED and sup["p_value"] == 1.0 and sup["p_refute"] == 0.0
     assert eq["verdict"] == cl.HELD and eq["p_value"] == 0.0 and eq["mean_diff"] == 0.0
 
 
 def test_non_significant_difference_is_not_equivalence():
     # noisy seeds: no significant difference, and far too noisy to show equivalence within ±1 point
     runs = runs_table({"timoe": [0.90, 0.95, 0.88], "moe": [0.93, 0.90, 0.91]})
-    assert evaluate_claim(SUPERIOR, runs, {}, "hapt")["verdict"] == cl.FAILED
+    sup = evaluate_claim(SUPERIOR, runs, {}, "hapt")
+    assert sup["verdict"] == cl.INCONCLUSIVE and sup["mde"] > 5.0 and sup["n_needed"] > 3
+    assert sup["reason"].startswith(f"MDE {sup['mde']:.2f} pp at n = 3; SESOI 1 pp: needs ≥ ")
     eq = evaluate_claim(EQUIVALENT, runs, {}, "hapt")
-    assert eq["verdict"] == cl.FAILED and eq["ci_low"] < -1.0 < 1.0 < eq["ci_high"]
+    assert eq["verdict"] == cl.INCONCLUSIVE and eq["ci_low"] < -1.0 < 1.0 < eq["ci_high"]
 
 
 @pytest.mark.parametrize(
     ("diffs_pp", "verdict"),
-    [([0.4, 0.5, 0.6], cl.HELD), ([0.8, 0.9, 1.0], cl.FAILED), ([0.9, 1.0, 1.1], cl.FAILED)],
+    [([0.4, 0.5, 0.6], cl.HELD), ([0.8, 0.9, 1.0], cl.INCONCLUSIVE), ([0.9, 1.0, 1.1], cl.INCONCLUSIVE)],
 )
 def test_tost_near_the_margin(diffs_pp, verdict):
     base = [0.90, 0.91, 0.92]
@@ -82,9 +85,10 @@ def test_tost_near_the_margin(diffs_pp, verdict):
 
 
 def test_too_few_seeds_and_missing_models_are_not_testable():
-    runs = runs_table({"timoe": [0.95, 0.96], "moe": [0.90, 0.91]})
+    runs = runs_table({"timoe": [0.95], "moe": [0.90]})
     r = evaluate_claim(SUPERIOR, runs, {}, "hapt")
-    assert r["verdict"] == cl.NOT_TESTABLE and r["reason"] == "2 paired seeds (< 3)"
+    assert r["verdict"] == cl.NOT_TESTABLE and r["reason"] == "1 paired seeds (< 2)"
+    runs = runs_table({"timoe": [0.95, 0.96], "moe": [0.90, 0.91]})
     r = evaluate_claim(SUPERIOR, runs_table({"timoe": [0.9, 0.9, 0.9]}), {}, "hapt")
     assert r["verdict"] == cl.NOT_TESTABLE and r["reason"] == "moe not run on hapt"
     r = evaluate_claim(SUPERIOR, runs, {}, "basicmotions")
@@ -99,16 +103,33 @@ def test_pairs_by_seed_not_by_row_order():
         ]
     )
     r = evaluate_claim(SUPERIOR, runs, {}, "hapt")
-    assert r["n_pairs"] == 2 and r["verdict"] == cl.NOT_TESTABLE
+    # seeds 1, 2 pair: 0.96 - 0.90 and 0.97 - 0.91
+    assert r["n_pairs"] == 2 and r["mean_diff"] == pytest.approx(6.0)
 
 
-def test_min_diff_must_be_reached():
-    claim = Claim(
-        "m", "timoe beats moe by 2 points", "superior", "timoe", "moe", datasets=("hapt",), min_diff=2.0
+def test_a_gain_shown_but_below_the_sesoi_is_held_and_says_so():
+    runs = runs_table({"timoe": [0.9051, 0.9148, 0.9250], "moe": [0.900, 0.910, 0.920]})  # +0.5 pp
+    r = evaluate_claim(SUPERIOR, runs, {}, "hapt")
+    assert r["p_value"] < 0.05 and r["p_refute"] < 0.05
+    assert r["verdict"] == cl.HELD and r["reason"] == "gain below the SESOI 1 pp"
+    # a larger SESOI moves nothing here; a SESOI below the gain leaves a plain HELD
+    r = evaluate_claim(SUPERIOR, runs, {}, "hapt", settings=cl.ClaimSettings(smallest_effect=0.4))
+    assert r["verdict"] == cl.HELD and r["reason"] == ""
+
+
+def test_a_noisy_no_gain_is_refuted_only_when_the_sesoi_is_excluded():
+    base = [0.90, 0.91, 0.92, 0.93, 0.94]
+    runs = runs_table(
+        {
+            "timoe": [b + d for b, d in zip(base, [-0.002, 0.001, 0.0, -0.001, 0.002], strict=True)],
+            "moe": base,
+        }
     )
-    runs = runs_table({"timoe": [0.910, 0.921, 0.930], "moe": [0.900, 0.910, 0.921]})  # +1 pp, significant
-    r = evaluate_claim(claim, runs, {}, "hapt")
-    assert r["p_value"] < 0.05 and r["verdict"] == cl.FAILED and "minimum 2" in r["reason"]
+    r = evaluate_claim(SUPERIOR, runs, {}, "hapt")
+    assert r["verdict"] == cl.REFUTED and r["ci_high"] < 1.0 and r["ci_low"] < 0 < r["ci_high"]
+    # the same runs against a SESOI inside the interval: neither test passes
+    r = evaluate_claim(SUPERIOR, runs, {}, "hapt", settings=cl.ClaimSettings(smallest_effect=0.1))
+    assert r["verdict"] == cl.INCONCLUSIVE and r["ci_high"] > 0.1
 
 
 def test_within_oracle_is_non_inferiority():
@@ -117,7 +138,8 @@ def test_within_oracle_is_non_inferiority():
     close = runs_table({"timoe": [0.94, 0.951, 0.958], "oracle": oracle}, dataset="synthetic-regimes")
     far = runs_table({"timoe": [0.92, 0.93, 0.94], "oracle": oracle}, dataset="synthetic-regimes")
     assert evaluate_claim(claim, close, {}, "synthetic-regimes")["verdict"] == cl.HELD
-    assert evaluate_claim(claim, far, {}, "synthetic-regimes")["verdict"] == cl.FAILED
+    # 3 points below the oracle on every seed: inferiority beyond the 2-point margin is shown
+    assert evaluate_claim(claim, far, {}, "synthetic-regimes")["verdict"] == cl.REFUTED
 
 
 def test_routing_claims_read_diagnostics():
@@ -136,38 +158,135 @@ def test_routing_claims_read_diagnostics():
     table = evaluate_claims(runs)
     syn = by_name(table, "synergy_routing", "synthetic-regimes")
     assert syn["verdict"] == cl.HELD and syn["mean_diff"] == pytest.approx(32.67, abs=0.01)
+    # by construction (L_S): outside Holm's family, raw p only
+    assert syn["in_family"] is False and syn["p_holm"] == syn["p_value"]
+    assert "By construction (L_S)" in syn["statement"]
     assert by_name(table, "regime_mi", "synthetic-regimes")["verdict"] == cl.HELD
-    # MI at chance level (0 bits) does not pass a 0.05-bit threshold
+    # MI at chance level (0 bits) is shown below the 0.05-bit threshold
     flat = runs.with_columns(pl.lit(0.0).alias("diag.mi_expert_regime"))
-    assert by_name(evaluate_claims(flat), "regime_mi", "synthetic-regimes")["verdict"] == cl.FAILED
+    assert by_name(evaluate_claims(flat), "regime_mi", "synthetic-regimes")["verdict"] == cl.REFUTED
     # no diagnostics written (column absent): not testable, and it says why
     bare = runs.drop("diag.synergy_share_on_synergy_cells")
     r = by_name(evaluate_claims(bare), "synergy_routing", "synthetic-regimes")
     assert r["verdict"] == cl.NOT_TESTABLE and "diag.synergy_share_on_synergy_cells" in r["reason"]
 
 
-def test_optional_inputs_absent_are_not_testable_present_are_tested():
+ESTIMATES = pl.DataFrame(  # bench_multiscale.py --out's schema (no dataset column)
+    {
+        "process": ["p1"] * 4,
+        "steps_factor": [1] * 4,
+        "lag": [0, 1, 2, 3],
+        "component": ["S"] * 4,
+        "per_lag": [0.10, 0.80, 0.05, 0.02],
+        "multiscale": [0.11, 0.79, 0.05, 0.03],
+    }
+)
+
+
+def test_check_inputs_absent_are_not_testable_present_are_tested(tmp_path):
     runs = runs_table({"timoe": [0.9, 0.91, 0.92]})
     table = evaluate_claims(runs)
     est = by_name(table, "multiscale_matches_per_lag", "synthetic-processes")
     assert est["verdict"] == cl.NOT_TESTABLE and "estimator_check.csv" in est["reason"]
     lag = by_name(table, "longer_lags_help")
-    assert lag["verdict"] == cl.NOT_TESTABLE and "lag" in lag["reason"]
-    check = pl.DataFrame(
-        {
-            "dataset": ["synthetic-processes"] * 4,
-            "lag": [0, 1, 2, 3],
-            "component": ["S"] * 4,
-            "per_lag": [0.10, 0.80, 0.05, 0.02],
-            "multiscale": [0.11, 0.79, 0.05, 0.03],
-        }
-    )
-    long = runs_table({"timoe": [0.95, 0.96, 0.97]}).with_columns(pl.lit(16).alias("max_lag"))
-    short = runs_table({"timoe": [0.90, 0.92, 0.91]}).with_columns(pl.lit(4).alias("max_lag"))
-    table = evaluate_claims(runs, {"estimator_check": check, "lag_runs": pl.concat([long, short])})
+    assert lag["verdict"] == cl.NOT_TESTABLE and lag["reason"] == "timoe-lag0 not run on hapt"
+    ESTIMATES.write_csv(tmp_path / "estimator_check.csv")
+    checks = cl.load_checks(tmp_path)
+    lag_runs = runs_table({"timoe": [0.95, 0.96, 0.97], "timoe-lag0": [0.90, 0.92, 0.91]})
+    table = evaluate_claims(lag_runs, checks)
     assert by_name(table, "multiscale_matches_per_lag", "synthetic-processes")["verdict"] == cl.HELD
     lag = by_name(table, "longer_lags_help")
     assert lag["verdict"] == cl.HELD and lag["mean_diff"] == pytest.approx(5.0)
+
+
+def test_causal_synergy_claim_pairs_the_two_drops_per_run():
+    runs = runs_table(
+        {"timoe": [0.9, 0.9, 0.9, 0.9]},
+        dataset="synthetic-regimes",
+        syn_off_drop_synergy={"timoe": [0.20, 0.25, 0.22, 0.24]},
+        syn_off_drop_other={"timoe": [0.02, 0.03, 0.01, 0.02]},
+    )
+    r = by_name(evaluate_claims(runs), "synergy_experts_matter", "synthetic-regimes")
+    assert r["verdict"] == cl.HELD and r["mean_diff"] == pytest.approx(20.75) and r["unit"] == "pp"
+    assert r["model_b"] == "drop on other windows" and r["design"] == cl.SEED_DESIGN
+    # the diagnostic written under the diag. prefix is found too
+    prefixed = runs.rename({"syn_off_drop_synergy": "diag.syn_off_drop_synergy"})
+    assert (
+        by_name(evaluate_claims(prefixed), "synergy_experts_matter", "synthetic-regimes")["verdict"]
+        == cl.HELD
+    )
+    r = by_name(
+        evaluate_claims(runs.drop("syn_off_drop_other")), "synergy_experts_matter", "synthetic-regimes"
+    )
+    assert r["verdict"] == cl.NOT_TESTABLE and "syn_off_drop_other" in r["reason"]
+
+
+def test_holm_family_spans_data_sets_and_moves_verdicts():
+    # one claim, two data sets, each significant alone at p ≈ 0.03: Holm over both (m = 2) keeps
+    # only what survives 0.025 / 0.05
+    claim = Claim("s", "timoe beats moe", "superior", "timoe", "moe", datasets=("hapt", "wisdm"))
+    alone = {}
+    runs = []
+    for ds, gains in (("hapt", [0.8, 3.0, 2.0, 0.6]), ("wisdm", [5.0, 5.1, 4.9, 5.0])):
+        t = runs_table({"timoe": [0.9 + g / 100 for g in gains], "moe": [0.9] * 4}, dataset=ds)
+        runs.append(t)
+        alone[ds] = evaluate_claim(claim, t, {}, ds)
+    table = evaluate_claims(pl.concat(runs), claims=(claim,))
+    hapt, wisdm = by_name(table, "s", "hapt"), by_name(table, "s", "wisdm")
+    p = [alone["hapt"]["p_value"], alone["wisdm"]["p_value"]]
+    assert 0.025 < p[0] < 0.05 and p[1] < 0.001  # hapt passes alone, not at its Holm level
+    assert alone["hapt"]["verdict"] == cl.HELD
+    assert hapt["p_holm"] == pytest.approx(max(min(1, 2 * p[1]), p[0]))  # the second-smallest, ×1
+    assert wisdm["p_holm"] == pytest.approx(2 * p[1]) and wisdm["verdict"] == cl.HELD
+    assert hapt["p_holm"] == pytest.approx(p[0]) and hapt["verdict"] == cl.HELD
+    # a third row with no gain: hapt's p now ranks second of three (×2) and no longer survives
+    third = runs_table({"timoe": [0.91, 0.89, 0.905, 0.895], "moe": [0.9] * 4}, dataset="uci-har")
+    claim3 = Claim("s", "timoe beats moe", "superior", "timoe", "moe", datasets=("hapt", "wisdm", "uci-har"))
+    table = evaluate_claims(pl.concat([*runs, third]), claims=(claim3,))
+    hapt = by_name(table, "s", "hapt")
+    assert hapt["p_holm"] == pytest.approx(2 * p[0]) and hapt["verdict"] == cl.INCONCLUSIVE
+    assert "MDE" in hapt["reason"]
+
+
+def scores_table(
+    effects: dict[str, float], seeds: int, subjects: int, dataset: str = "hapt", rng_seed: int = 0
+):
+    """Per-subject test scores (300 windows each) and the runs table they add up to."""
+    rng = np.random.default_rng(rng_seed)
+    rows, runs = [], []
+    for model, effect in effects.items():
+        for s in range(seeds):
+            seed_shift = rng.normal(0, 0.004)
+            correct = []
+            for j in range(subjects):
+                c = int(rng.binomial(300, min(1.0, 0.85 + effect + seed_shift + 0.01 * (j % 3))))
+                rows.append(
+                    {"dataset": dataset, "model": model, "seed": s, "subject": j, "n": 300, "correct": c}
+                )
+                correct.append(c)
+            runs.append(
+                {"dataset": dataset, "model": model, "seed": s, "accuracy": sum(correct) / (300 * subjects)}
+            )
+    return pl.DataFrame(runs), pl.DataFrame(rows)
+
+
+def test_accuracy_claims_use_the_subject_seed_bootstrap_when_scores_exist():
+    runs, scores = scores_table({"timoe": 0.05, "moe": 0.0, "fusemoe": 0.05}, seeds=5, subjects=9)
+    settings = cl.ClaimSettings(resamples=2_000)
+    table = evaluate_claims(runs, scores=scores, settings=settings)
+    moe, fuse = by_name(table, "beats_moe"), by_name(table, "beats_fusemoe")
+    assert moe["design"] == cl.BOOTSTRAP_DESIGN and moe["n_subjects"] == 9 and moe["n_pairs"] == 5
+    # the estimate is the difference of the pooled accuracies the runs table holds
+    acc = runs.group_by("model").agg(pl.col("accuracy").mean())
+    means = dict(zip(acc["model"], acc["accuracy"], strict=True))
+    assert moe["mean_diff"] == pytest.approx(100 * (means["timoe"] - means["moe"]))
+    assert moe["verdict"] == cl.HELD and moe["prob_improvement"] > 0.95
+    assert fuse["verdict"] in (cl.REFUTED, cl.INCONCLUSIVE) and 0.2 < fuse["prob_improvement"] < 0.8
+    # deterministic: the same inputs give the same numbers
+    again = evaluate_claims(runs, scores=scores, settings=settings)
+    assert again.equals(table)
+    # a diagnostic claim keeps the per-seed t (no per-window data for it)
+    assert by_name(table, "rus_losses_help")["verdict"] == cl.NOT_TESTABLE
 
 
 def test_every_declared_claim_gets_a_row_and_markdown_line(tmp_path):
@@ -178,16 +297,27 @@ def test_every_declared_claim_gets_a_row_and_markdown_line(tmp_path):
     expected = sum(1 for c in CLAIMS for ds in c.datasets if ds in studied or c.source == "estimator_check")
     assert table.height == expected
     assert set(table["dataset"].to_list()) <= studied | {"synthetic-processes"}
-    assert set(table["verdict"]) <= {cl.HELD, cl.FAILED, cl.NOT_TESTABLE}
+    assert set(table["verdict"]) <= set(cl.VERDICTS)
     assert by_name(table, "rus_losses_help")["verdict"] == cl.HELD
     assert by_name(table, "context_prior_helps")["reason"] == "timoe-dataset-rus not run on hapt"
     table.write_csv(tmp_path / "claims.csv")
-    assert pl.read_csv(tmp_path / "claims.csv").height == table.height
+    back = pl.read_csv(tmp_path / "claims.csv")
+    assert back.height == table.height
+    for col in ("p_value", "p_holm", "p_refute", "p_refute_holm", "ci_low", "ci_high", "mde", "n_needed"):
+        assert col in back.columns
     md = claims_markdown(table)
     assert len(md.splitlines()) == table.height + 2
     n_held = table.filter(pl.col("verdict") == cl.HELD).height
     assert cl.claims_tally(table).startswith(f"{table.height} claim × data set rows: {n_held} HELD, ")
     assert "timoe 96.00 ± 1.00 vs timoe-nolosses 91.00 ± 1.00 pp (n = 3); diff +5.00" in md
+    assert "p claim / refute (Holm)" in md.splitlines()[0]
+
+
+def test_claims_declare_their_units():
+    for c in CLAIMS:  # a claim not in pp must bring its own SESOI; every verdict needs one
+        assert cl._sesoi(c, cl.ClaimSettings()) > 0
+    with pytest.raises(ValueError, match="must declare its own sesoi"):
+        cl._sesoi(Claim("x", "x", "superior", "timoe", "moe", metric="diag.n_eff"), cl.ClaimSettings())
 
 
 def test_stats_helpers():

@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from timoe.evaluation import report  # its tests_markdown, imported by name, would be collected as a test
+from timoe.evaluation.claims import SCHEMA
 from timoe.evaluation.report import (
     Figure,
     recall_markdown,
@@ -37,18 +38,21 @@ def _summary() -> pl.DataFrame:
 
 
 def _claims() -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "statement": ["timoe beats <b>moe</b> | dense"],
-            "dataset": ["hapt"],
-            "mean_a": [None],
-            "test": ["paired t"],
-            "p_value": [0.0123],
-            "verdict": ["FAILED"],
-            "reason": ["lower accuracy"],
-        },
-        schema_overrides={"mean_a": pl.Float64},
-    )
+    row = dict.fromkeys(SCHEMA) | {
+        "statement": "timoe beats <b>moe</b> | dense",
+        "dataset": "hapt",
+        "metric": "accuracy",
+        "design": "per-seed paired t",
+        "test": "H1 timoe > moe",
+        "p_value": 0.0123,
+        "p_refute": 0.4,
+        "p_holm": 0.0492,
+        "p_refute_holm": 0.8,
+        "in_family": True,
+        "verdict": "INCONCLUSIVE",
+        "reason": "MDE 2.10 pp at n = 3",
+    }
+    return pl.DataFrame([row], schema=SCHEMA)
 
 
 def _blocks(tmp_path: Path) -> list:
@@ -117,7 +121,13 @@ def test_claims_come_first_and_figures_are_grouped_under_their_heading(tmp_path:
     text = [b for b in blocks if isinstance(b, str)]
     order = [text.index(h) for h in ("## Claims", "## Test metrics (mean ± std over seeds, %)", "## Figures")]
     assert order == sorted(order)
-    assert "**1 claim × data set rows: 0 HELD, 1 FAILED, 0 NOT TESTABLE.**" in text
+    assert "**1 claim × data set rows: 0 HELD, 0 REFUTED, 1 INCONCLUSIVE, 0 NOT TESTABLE.**" in text
+    # the design is stated before the table: unit of replication, margin, correction, family
+    design = next(b for b in text if b.startswith("Design."))
+    for words in ("subjects × seeds", "SESOI = 1 pp", "Holm", "every testable row", "MDE"):
+        assert words in design
+    claims_table = next(b for b in text if b.startswith("| claim |"))
+    assert "| 0.0123 / 0.4 | 0.0492 / 0.8 | **INCONCLUSIVE** (MDE 2.10 pp at n = 3) |" in claims_table
     figures_at = blocks.index("## Figures")
     tail = blocks[figures_at + 1 :]
     assert [b if isinstance(b, str) else b.title for b in tail] == [

@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 from markdown_it import MarkdownIt
 
-from timoe.evaluation.claims import claims_markdown, claims_tally
+from timoe.evaluation.claims import ClaimSettings, claims_design, claims_markdown, claims_tally
 from timoe.evaluation.diagnostics import diagnostics_markdown
 
 
@@ -104,16 +104,17 @@ def report_blocks(
     diagnostics: pl.DataFrame,
     metrics: list[str],
     figures: list[Figure],
+    claim_settings: ClaimSettings | None = None,
 ) -> list[Block]:
     """The report's content in order: claims first (what the benchmark says), then the evidence."""
     blocks: list[Block] = [
         "# timoe benchmark",
         "## Claims",
-        "Each claim of the paper, tested on the per-seed runs (paired by seed; α = 0.05). "
-        "HELD: the test supports it; FAILED: it does not (a failed claim is reported as failed); "
-        "NOT TESTABLE: the runs needed are missing. Means ± std over seeds; the 90 % CI is of the "
-        'mean difference. Equivalence and "within" claims use one-sided tests against the stated '
-        "margin, never a non-significant difference. All rows are in `claims.csv`.",
+        "Each claim of the paper, tested on the runs: HELD (the claim is shown), REFUTED (its "
+        "opposite is shown against the smallest effect of interest), INCONCLUSIVE (neither: the "
+        "row gives the effect the data could detect and the seeds that would detect the smallest "
+        "effect of interest). A non-significant difference is never read as no difference.",
+        claims_design(claim_settings or ClaimSettings()),
         f"**{claims_tally(claims)}**",
         claims_markdown(claims),
         "## Test metrics (mean ± std over seeds, %)",

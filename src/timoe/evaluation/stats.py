@@ -128,3 +128,90 @@ def mean_ci(d: np.ndarray, level: float = 0.90) -> tuple[float, float]:
         return float("nan"), float("nan")
     half = float(stats.t.ppf(0.5 + level / 2, len(d) - 1)) * float(d.std(ddof=1)) / math.sqrt(len(d))
     return float(d.mean()) - half, float(d.mean()) + half
+
+
+def holm(p_values: np.ndarray | list[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values of one family (nan entries are not in the family).
+
+    With the m finite p sorted ascending, p_(k) becomes max_{i ≤ k} min(1, (m − i + 1) p_(i));
+    rejecting where the adjusted p ≤ α controls the family-wise error rate at α under any
+    dependence between the tests (Holm 1979).
+    """
+    p = np.asarray(p_values, dtype=float)
+    out = np.full_like(p, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    m = len(idx)
+    if m == 0:
+        return out
+    order = idx[np.argsort(p[idx], kind="mergesort")]
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(scaled)
+    return out
+
+
+def holm_levels(p_values: np.ndarray | list[float], alpha: float) -> np.ndarray:
+    """The level Holm tests each finite p at: α / (m − k + 1) for the k-th smallest (nan elsewhere)."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full_like(p, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    order = idx[np.argsort(p[idx], kind="mergesort")]
+    out[order] = alpha / (len(idx) - np.arange(len(idx)))
+    return out
+
+
+def t_p_value(estimate: float, se: float, df: float, null: float, alternative: str) -> float:
+    """One-sided p of H1: mean > null ("greater") or < null ("less") from an estimate, its
+    standard error and t degrees of freedom. se = 0 (constant differences): 0 if the estimate lies
+    strictly on the alternative's side, else 1 (the limit of the test)."""
+    from scipy import stats
+
+    if not (math.isfinite(estimate) and math.isfinite(df)):
+        return float("nan")
+    if se <= 1e-12:
+        side = estimate > null if alternative == "greater" else estimate < null
+        return 0.0 if side and not math.isclose(estimate, null, abs_tol=1e-12) else 1.0
+    t = (estimate - null) / se
+    return float(stats.t.sf(t, df) if alternative == "greater" else stats.t.cdf(t, df))
+
+
+def t_interval(estimate: float, se: float, df: float, level: float = 0.90) -> tuple[float, float]:
+    """Two-sided t interval estimate ± t_{(1+level)/2, df} · se (90 % ↔ one-sided tests at 5 %)."""
+    from scipy import stats
+
+    if not (math.isfinite(se) and math.isfinite(df)):
+        return float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * se
+    return estimate - half, estimate + half
+
+
+def mde(se: float, df: float, alpha: float, power: float, two_sided_power: bool = False) -> float:
+    """Minimum detectable effect of a one-sided t-type test at level α with the given power:
+    MDE = (t_{1−α, df} + t_{power, df}) · se, the true distance from the null boundary the test
+    detects with that probability (normal approximation to the noncentral t). For TOST at a true
+    difference of 0 both one-sided tests must pass, so the power quantile is t_{(1+power)/2}."""
+    from scipy import stats
+
+    if not (math.isfinite(se) and math.isfinite(df)):
+        return float("nan")
+    q = 0.5 + power / 2 if two_sided_power else power
+    return float(stats.t.ppf(1 - alpha, df) + stats.t.ppf(q, df)) * se
+
+
+def units_needed(
+    sd: float, target: float, alpha: float, power: float, two_sided_power: bool = False, max_n: int = 10_000
+) -> int | None:
+    """The fewest paired units n with (t_{1−α,n−1} + t_{power,n−1}) · sd/√n ≤ target (MDE at n
+    down to the target); None if none up to max_n, or the spread is undefined."""
+    if not (math.isfinite(sd) and target > 0):
+        return None
+    if sd == 0:
+        return 2
+    from scipy import stats
+
+    # the normal quantiles are below the t ones, so the normal-theory n is a lower bound to start at
+    q = 0.5 + power / 2 if two_sided_power else power
+    start = max(2, math.floor(((stats.norm.ppf(1 - alpha) + stats.norm.ppf(q)) * sd / target) ** 2))
+    for n in range(start, max_n + 1):
+        if mde(sd / math.sqrt(n), n - 1, alpha, power, two_sided_power) <= target:
+            return n
+    return None

@@ -17,7 +17,7 @@ import polars as pl
 from timoe.atomic import atomic_dir
 from timoe.config import Params
 from timoe.evaluation import figures as figs
-from timoe.evaluation.claims import evaluate_claims, load_checks
+from timoe.evaluation.claims import ClaimSettings, evaluate_claims, load_checks
 from timoe.evaluation.diagnostics import diagnostics_table, run_diagnostics
 from timoe.evaluation.metrics import accuracy, macro_f1, per_class_recall
 from timoe.evaluation.report import Figure, report_blocks, summary_markdown, write_html, write_markdown
@@ -76,6 +76,30 @@ def score_run(model_dir: Path) -> dict[str, Any]:
     for name, r in zip(meta["classes"], recall, strict=True):
         row[f"recall.{name}"] = None if np.isnan(r) else float(r)
     return row
+
+
+def subject_scores(model_dir: Path) -> pl.DataFrame:
+    """Test windows and correct predictions per subject of one run (the claims' bootstrap input):
+    columns dataset, model, seed, subject, n, correct."""
+    meta, preds = _read_train_output(model_dir)
+    per = preds.group_by("subject").agg(
+        pl.len().cast(pl.Int64).alias("n"),
+        (pl.col("pred") == pl.col("label")).sum().cast(pl.Int64).alias("correct"),
+    )
+    return per.select(
+        pl.lit(meta["dataset"]).alias("dataset"),
+        pl.lit(meta["model"]).alias("model"),
+        pl.lit(int(meta["seed"])).cast(pl.Int64).alias("seed"),
+        pl.col("subject").cast(pl.Int64),
+        "n",
+        "correct",
+    ).sort("subject")
+
+
+def claim_settings(params: Params) -> ClaimSettings:
+    """The claims' statistics settings from params.yaml `evaluate`."""
+    ev = params.evaluate
+    return ClaimSettings(ev.smallest_effect, ev.power, ev.bootstrap_resamples, ev.bootstrap_seed)
 
 
 def summarise(runs: pl.DataFrame, metrics: list[str]) -> pl.DataFrame:
@@ -174,6 +198,8 @@ class _Results:
     tests: pl.DataFrame  # paired tests against the best baseline
     recall: pl.DataFrame  # mean per-class recall per data set × model
     claims: pl.DataFrame  # every claim's verdict
+    subjects: pl.DataFrame  # test windows and correct predictions per run × subject
+    settings: ClaimSettings  # how the claims were tested (the report states the design)
 
 
 _TABLE_FILES = (
@@ -182,6 +208,7 @@ _TABLE_FILES = (
     "runs.csv",
     "paired_tests.csv",
     "claims.csv",
+    "subject_scores.csv",
     "report.md",
     "report.html",
 )
@@ -203,15 +230,20 @@ def _evaluate_inputs(
     return inputs
 
 
-def _score_all(model_dirs: list[Path], metrics: list[str], checks: Any) -> _Results:
+def _score_all(model_dirs: list[Path], metrics: list[str], checks: Any, settings: ClaimSettings) -> _Results:
     """Score every train output and derive the summary, paired tests, recall and claims."""
     runs = pl.DataFrame([score_run(d) for d in model_dirs]).sort(["dataset", "model", "seed"])
+    subjects = pl.concat([subject_scores(d) for d in model_dirs]).sort(
+        ["dataset", "model", "seed", "subject"]
+    )
     return _Results(
         runs=runs,
         summary=summarise(runs, metrics),
         tests=compare_with_best_baseline(runs, "accuracy"),
         recall=_recall_table(runs),
-        claims=evaluate_claims(runs, checks),
+        claims=evaluate_claims(runs, checks, scores=subjects, settings=settings),
+        subjects=subjects,
+        settings=settings,
     )
 
 
@@ -221,6 +253,7 @@ def _write_tables(tmp: Path, results: _Results, metrics: list[str]) -> None:
     results.summary.write_csv(tmp / "metrics.csv")
     results.tests.write_csv(tmp / "paired_tests.csv")
     results.claims.write_csv(tmp / "claims.csv")
+    results.subjects.write_csv(tmp / "subject_scores.csv")
     (tmp / "metrics.md").write_text(to_markdown(results.summary, metrics))
 
 
@@ -236,6 +269,7 @@ def _write_report(
         diagnostics=diagnostics_table(results.runs),
         metrics=metrics,
         figures=figures,
+        claim_settings=results.settings,
     )
     write_markdown(tmp / "report.md", blocks)
     provenance = {
@@ -270,8 +304,8 @@ def run_evaluate(
 ) -> pl.DataFrame:
     """Score every train output, test the claims, write the tables, figures and the report.
 
-    `checks_dir` may hold optional inputs of claims the default runs cannot measure
-    (estimator_check.csv, lag_runs.csv; see timoe.evaluation.claims); without them those claims
+    `checks_dir` holds the check tables of claims no model run measures (estimator_check.csv,
+    which the pipeline's check rule writes; see timoe.evaluation.claims); without them those claims
     are NOT TESTABLE, with the reason.
     """
     if not model_dirs:
@@ -293,7 +327,7 @@ def run_evaluate(
             run_name="evaluate",
         ) as run,
     ):
-        results = _score_all(model_dirs, metrics, checks)
+        results = _score_all(model_dirs, metrics, checks, claim_settings(params))
         _write_tables(tmp, results, metrics)
         figures = _figures(tmp, [Path(d) for d in model_dirs], rus_dirs, sweep_dirs)
         _write_report(tmp, results, metrics, figures, run.info.run_id)
