@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.timoe-installed
 CORES ?= 2
-SNAKEMAKE := $(BIN)/snakemake --cores $(CORES) --profile workflow/profiles/default
+# Snakemake through `timoe study`: params.yaml and every --configfile are validated as data before
+# Snakemake opens them (bare `snakemake --configfile` runs the Python of a YTE file, see README).
+SNAKEMAKE := $(BIN)/timoe study --cores $(CORES) --profile workflow/profiles/default
 
 .PHONY: setup run test lint smoke push pull report ui clean checks server
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from timoe.cli_support import ParamsOpt, UsageError, handle_errors, read_params
-from timoe.config import DATASET_NAMES, MODEL_NAMES, Params
+from timoe.cli_support import DEFAULT_PARAMS, ParamsOpt, UsageError, handle_errors, read_params
+from timoe.config import DATASET_NAMES, MODEL_NAMES, ConfigError, Params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -111,6 +111,72 @@ def dvc_yaml(
         return
     atomic_write_text(path, text)
     typer.echo(f"wrote {path}")
+
+
+def _configfiles_in(args: list[str]) -> list[Path]:
+    """The files named after --configfile/--configfiles in Snakemake's arguments.
+
+    Also `--configfile=F` and argparse's unambiguous abbreviations (`--configf F`); the values run
+    up to the next option, as Snakemake's `nargs="+"` takes them.
+    """
+    files: list[Path] = []
+    taking = False
+    for arg in args:
+        flag, eq, value = arg.partition("=")
+        if flag.startswith("--configf") and "--configfiles".startswith(flag):
+            taking = not eq
+            files += [Path(value)] if eq else []
+        elif arg.startswith("-"):
+            taking = False
+        elif taking:
+            files.append(Path(arg))
+    return files
+
+
+def _snakemake_reads_data_only() -> None:
+    """Make this process's Snakemake read configfiles and profiles as data, never as YTE templates.
+
+    Snakemake hands every configfile and profile to `yte.process_yaml`, which runs the Python of a
+    file holding `__use_yte__: true`. Replacing it here is the backstop for files `timoe study`
+    cannot see on its command line (a profile's `configfile:`, a profile itself): such a file stops
+    Snakemake with the reason named, before any of its code runs.
+    """
+    import yte
+    from snakemake_interface_common.exceptions import WorkflowError
+
+    from timoe.config import parse_params_text
+
+    def data_only(file_or_str: Any, *_: Any, **__: Any) -> dict[str, Any]:
+        text = file_or_str if isinstance(file_or_str, str) else file_or_str.read()
+        try:
+            return parse_params_text(text, getattr(file_or_str, "name", "<text>"))
+        except ConfigError as err:
+            raise WorkflowError(str(err)) from None
+
+    yte.process_yaml = data_only
+
+
+@app.command(
+    "study",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+@handle_errors
+def study(ctx: typer.Context) -> None:
+    """Run the study with Snakemake, every params file checked first: `timoe study [SNAKEMAKE ARGS]`.
+
+    The arguments are Snakemake's (`--cores 2 --profile workflow/profiles/default --configfile
+    F`, `-n`, targets). params.yaml and each --configfile are read as data and validated together
+    first (exit 2 naming the file or key): a file with `__use_yte__` or a Python tag, which bare
+    `snakemake --configfile` would execute, is refused before Snakemake opens it. Snakemake then
+    runs in this process, reading configfiles and profiles as data only.
+    """
+    from snakemake.cli import main as snakemake_main
+
+    args = list(ctx.args)
+    read_params([DEFAULT_PARAMS, *_configfiles_in(args)])
+    _snakemake_reads_data_only()
+    sys.argv = ["snakemake", *args]
+    snakemake_main(args)  # exits with Snakemake's own code
 
 
 @app.command()

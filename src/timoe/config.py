@@ -22,7 +22,10 @@ DATASET_NAMES = ("hapt", "basicmotions", "synthetic-regimes", "pamap2", "wesad",
 BASELINE_MODELS = ("transformer", "moe", "fusemoe", "modality-moe", "hash-moe")
 TIMOE_MODELS = ("timoe", "timoe-nolosses", "timoe-shuffled-rus", "timoe-dataset-rus")
 ORACLE_MODELS = ("oracle",)
-MODEL_NAMES = (*BASELINE_MODELS, *TIMOE_MODELS, *ORACLE_MODELS)
+# Not neural: the practitioner's reference (MiniRocket + ridge). Trained like the others (same
+# windows, seeds, outputs) but with no sweep and no RUS input; models.MODEL_SPECS marks it too.
+REFERENCE_MODELS = ("minirocket",)
+MODEL_NAMES = (*BASELINE_MODELS, *TIMOE_MODELS, *ORACLE_MODELS, *REFERENCE_MODELS)
 REGIME_DATASETS = ("synthetic-regimes",)  # data sets that record each window's true regime
 BASICMOTIONS_STEPS = 100  # every UEA BasicMotions case is 100 steps long (timoe.data.basicmotions)
 SEED_LIMIT = 2**32  # numpy's legacy seeding (and so seed_everything) takes seeds in 0..2**32-1
@@ -33,6 +36,11 @@ RUNTIME_DIR = Path(".snakemake") / "timoe"
 def runs_on(model: str, dataset: str) -> bool:
     """Whether the study trains `model` on `dataset`: the oracle needs a recorded regime."""
     return model not in ORACLE_MODELS or dataset in REGIME_DATASETS
+
+
+def is_swept(model: str) -> bool:
+    """Whether the model has a sweep stage (hyper-parameters to tune): every neural model."""
+    return model not in REFERENCE_MODELS
 
 
 def dataset_key(name: str) -> str:
@@ -707,6 +715,8 @@ class SweepConfig(_Strict):
         for model, params in v.items():
             if model not in MODEL_NAMES:
                 raise ValueError(f"search space for unknown model {model!r}")
+            if not is_swept(model):
+                raise ValueError(f"{model!r} is a reference model with nothing to sweep; drop its space")
             bad = [k for k in params if k not in SWEEPABLE_KEYS]
             if bad:
                 raise ValueError(f"unsweepable key(s) {bad} for {model}; allowed: {list(SWEEPABLE_KEYS)}")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from timoe.config import Params, dataset_key, runs_on
+from timoe.config import Params, dataset_key, is_swept, runs_on
 
 SRC = Path(__file__).resolve().parent  # src/timoe
 Needs = Literal["always", "rus", "sweep"]  # when an input is wired in: always, RUS models, use_sweep
@@ -49,6 +49,7 @@ class StageSpec:
     inputs: tuple[StageInput, ...] = ()
     not_in_study: tuple[str, ...] = ()  # sweep only: reads that change the study's length, not its trials
     exclude: tuple[str, ...] = ()  # leaves inside a read section that are not read (train.seeds)
+    swept_only: bool = False  # a job per swept model only (config.is_swept: not the reference models)
     module: str = ""  # timoe.stages.<module>; its imports are the stage's code deps
     wildcards: tuple[str, ...] = field(init=False, default=())
 
@@ -114,6 +115,7 @@ STAGES: dict[str, StageSpec] = {
                 "train.num_threads",
             ),
             inputs=(StageInput("data", "prepare"), StageInput("rus", "quantify", "rus")),
+            swept_only=True,
         ),
         StageSpec(
             name="train",
@@ -218,7 +220,9 @@ def output_path(name: str, **wildcards: Any) -> str:
 
 def targets(params: Params, name: str) -> list[str]:
     """Every output path of a stage for these params (the study's jobs of that stage)."""
-    d, m, s = params.data.datasets, params.model.names, params.train.seeds
+    spec = stage(name)
+    d, s = params.data.datasets, params.train.seeds
+    m = [y for y in params.model.names if is_swept(y)] if spec.swept_only else params.model.names
     jobs: dict[tuple[str, ...], Callable[[], Iterable[dict[str, Any]]]] = {
         (): lambda: [{}],
         ("dataset",): lambda: ({"dataset": x} for x in d),
@@ -227,7 +231,6 @@ def targets(params: Params, name: str) -> list[str]:
             {"dataset": x, "model": y, "seed": z} for x in d for y in m if runs_on(y, x) for z in s
         ),
     }
-    spec = stage(name)
     return [spec.output.format(**w) for w in jobs[spec.wildcards]()]
 
 
@@ -239,7 +242,9 @@ def job_inputs(
     An upstream stage whose wildcards the job has gives one path (the same data set, model);
     one with wildcards the job lacks gives every output of it in the study (evaluate's inputs).
     """
-    wired = {"always": True, "rus": needs_rus(wildcards.get("model", "")), "sweep": params.train.use_sweep}
+    model = wildcards.get("model", "")
+    # evaluate (no model wildcard) takes every sweep output there is; targets() leaves out unswept models
+    wired = {"always": True, "rus": needs_rus(model), "sweep": params.train.use_sweep and is_swept(model)}
     inputs: dict[str, str | list[str]] = {}
     for inp in stage(name).inputs:
         if not wired[inp.needs]:

@@ -61,6 +61,14 @@ class ModelSpec:
     shuffle_rus: bool = False
     prior: str = "context"
     needs_regime: bool = False
+    # "neural": a TimoeModel trained by training.loop (swept, routing diagnostics); "reference": a
+    # non-neural classifier (models.reference) trained on the same windows, with no sweep, prior
+    # or routing. config.REFERENCE_MODELS names the same models for the stage layer.
+    kind: str = "neural"
+
+    @property
+    def neural(self) -> bool:
+        return self.kind == "neural"
 
 
 # Every learned gate trains under the same balance and z-loss pressure, so the ablations isolate
@@ -76,6 +84,8 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     "timoe-shuffled-rus": ModelSpec("rus", GATE_TERMS | RUS_TERMS, needs_rus=True, shuffle_rus=True),
     "timoe-dataset-rus": ModelSpec("rus", GATE_TERMS | RUS_TERMS, needs_rus=True, prior="dataset"),
     "oracle": ModelSpec("oracle", GATE_TERMS, needs_regime=True),
+    # MiniRocket features + ridge (models.reference): the level a practitioner reaches first.
+    "minirocket": ModelSpec("none", kind="reference"),
 }
 
 
@@ -274,6 +284,8 @@ def build_model(
     if name not in MODEL_SPECS:
         raise ValueError(f"unknown model {name!r}; known: {list(MODEL_SPECS)}")
     spec = MODEL_SPECS[name]
+    if not spec.neural:
+        raise ValueError(f"{name!r} is a {spec.kind} model, not a TimoeModel (models.reference fits it)")
     if not modalities:
         raise ValueError("at least one modality is needed")
     for mod, idx in modalities.items():

@@ -397,9 +397,90 @@ def _write_outputs(
     return summary
 
 
+REFERENCE_MODEL_FILE = "model.npz"  # a reference model's fitted state: plain arrays, no pickle
+
+
+def _reference_outputs(tmp: Path, splits: dict[str, PreparedData], result: Any) -> dict[str, Any]:
+    """Write a reference model's predictions, model.npz and metrics.json into tmp; the summary."""
+    from timoe.evaluation.metrics import classification_metrics
+
+    n_classes = result.model.n_classes
+    summary: dict[str, Any] = {}
+    rows = []
+    for name, part in splits.items():
+        prob = result.prob[name]
+        pred = prob.argmax(axis=1) if len(prob) else np.zeros(0, dtype=np.int64)
+        summary |= {f"{name}_{k}": v for k, v in classification_metrics(part.label, pred, n_classes).items()}
+        rows.append(_split_predictions(name, part, prob, pred))
+    # timings end in "seconds": `timoe audit reproduce` leaves them out of its comparison
+    summary |= {
+        "fit_seconds": result.fit_s,
+        "predict_seconds": result.predict_s["test"],
+        "val_predict_seconds": result.predict_s["val"],
+        "ridge_alpha": result.model.alpha,
+        "n_features": int(result.model.coef.shape[1]),
+    }
+    pl.concat(rows).write_parquet(tmp / "predictions.parquet")
+    result.model.save(tmp / REFERENCE_MODEL_FILE)
+    return summary
+
+
+def _run_reference(params: Params, job: TrainJob) -> dict[str, Any]:
+    """Train a reference model (MODEL_SPECS kind "reference", e.g. minirocket) like a neural one:
+    the same kept training windows and splits, one MLflow run with lineage, predictions.parquet in
+    the same schema (prob: softmax of the ridge scores), metrics.json; no sweep, prior, epochs,
+    checkpoint or routing diagnostics."""
+    import mlflow
+
+    from timoe.training.reference import fit_reference
+
+    data = load_prepared(job.data_dir)
+    tr, splits = data.subset("train"), {"val": data.subset("val"), "test": data.subset("test")}
+    keep = subsample(len(tr.label), params.train.max_train_windows, job.seed)
+    resolved, _, inputs = _lineage(params, {}, job, None)
+    with (
+        atomic_dir(job.out_dir) as tmp,
+        tracked_run(
+            uri=params.tracking.uri,
+            experiment=experiment_name(params.tracking.experiment_prefix, "train", job.dataset),
+            stage="train",
+            full_params=params.model_dump(),
+            config=resolved,
+            out_dir=tmp,
+            inputs=inputs,
+            wildcards={"dataset": job.dataset, "model": job.model, "seed": job.seed},
+            seed=job.seed,
+            device="cpu",
+            run_name=f"train/{job.dataset}/{job.model}/seed{job.seed}",
+        ) as run,
+    ):
+        result = fit_reference(params, tr, keep, splits, job.seed)
+        summary = _reference_outputs(tmp, splits, result)
+        summary["n_train_windows"] = len(keep)
+        save_json(
+            tmp / "metrics.json",
+            {
+                **summary,
+                "history": [],  # no epochs
+                "dataset": job.dataset,
+                "model": job.model,
+                "seed": job.seed,
+                "run_id": run.info.run_id,
+                "classes": data.meta["classes"],
+            },
+        )
+        mlflow.log_metrics({k: float(v) for k, v in summary.items() if np.isfinite(v)})
+        log_artifacts_from([tmp / "metrics.json"])
+    return summary
+
+
 def run_train(params: Params, job: TrainJob, *, progress: bool = False) -> dict[str, Any]:
     """Train one model; write model.pt, predictions.parquet, metrics.json, curves.png atomically."""
+    from timoe.models.model import MODEL_SPECS
+
     _check_seed(job.seed)
+    if job.model in MODEL_SPECS and not MODEL_SPECS[job.model].neural:
+        return _run_reference(params, job)
     setup = _set_up(params, job)
     with atomic_dir(job.out_dir) as tmp, _tracked_train_run(params, job, setup, tmp) as run:
         # A killed earlier run of this job ends as KILLED; this run takes over its curve.
