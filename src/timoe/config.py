@@ -727,6 +727,13 @@ class SweepConfig(_Strict):
 class EvaluateConfig(_Strict):
     metrics: list[Literal["accuracy", "macro_f1"]] = Field(default_factory=lambda: ["accuracy", "macro_f1"])
     batch_size: int = Field(256, ge=1)
+    # The claims' statistics (timoe.evaluation.claims): the smallest effect of interest in
+    # percentage points (a "beats" claim is REFUTED when its gain is shown below it), the power
+    # the minimum detectable effect is computed at, and the seeded bootstrap's resamples.
+    smallest_effect: float = Field(1.0, gt=0, description="SESOI for accuracy claims, pp")
+    power: float = Field(0.8, gt=0, lt=1)
+    bootstrap_resamples: int = Field(10_000, ge=100)
+    bootstrap_seed: int = Field(0, ge=0)
 
 
 class TrackingConfig(_Strict):
