@@ -1,148 +1,315 @@
-"""CPU cost of the MoE models against the dense Transformer of equal width.
+"""Training speed of the study's models on this CPU: the current tree against a base commit.
 
-Prints (1) the median training-step time (forward, cross-entropy + auxiliary loss, backward,
-AdamW step) of each model and its ratio to `transformer` (target for `timoe`: <= 2x), and
-(2) the throughput of one MoE layer against a dense FFN with the same active parameters
-(hidden k * d_ff), forward + backward.
+One run measures both trees: the base commit is checked out in a temporary `git worktree`, and
+every (tree, setting, model) is timed in its own subprocess whose PYTHONPATH points at that
+tree's `src`, so each side runs its own code. Measurements of base and new alternate (new, base,
+then base, new in the next round), so load from the neighbours on the shared cores hits both.
 
-    python benchmarks/bench_models.py [--batch 64 --steps 128 --repeats 10 --threads 0]
+A training step is the training loop's own (timoe.training.loop of the tree measured): forward
+through the patching wrapper, cross-entropy plus the auxiliary losses, backward, gradient
+clipping and the AdamW step, on one torch thread. Settings:
+
+    fixed   the issue's settings: B 64, T 128 raw steps, 3 modalities x 3 channels, patch 4,
+            d 32, 2 heads, d_ff 64, 4 layers with MoE at 0 and 2, 8 experts (2 synergy), top-2,
+            dropout 0.1
+    study   params.yaml's model and train settings on the synthetic-regimes window (32 steps)
+
+Per model: ms/step (median process CPU time; wall time beside it), windows/s, the share of the
+same-run one-thread fp32 1024x1024 matmul rate reached in model FLOPs, the ratio to the
+transformer's step and the speed-up over the base. Model FLOPs are counted with
+torch.utils.flop_counter.FlopCounterMode over one forward + backward of the BASE tree's model:
+the work the model needs, so a rewrite that computes padding or masked-out entries cannot raise
+its own share. The last line states the issue's targets, met or not.
+
+    python benchmarks/bench_models.py [--base 9f9e351] [--rounds 2] [--repeats 8]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_BASE = "9f9e351"  # the commit before the speed work of issue 19
+MODELS = "transformer,moe,fusemoe,timoe,modality-moe,hash-moe,oracle"
+SETTINGS = {
+    # name: (batch, raw steps, modalities, channels per modality)
+    "fixed": (64, 128, 3, 3),
+    "study": (None, 32, 3, 3),  # batch from params.yaml's train.batch_size
+}
+TARGET_TIMOE_SPEEDUP = 3.0
+TARGET_OTHER_SPEEDUP = 2.0
+TARGET_TIMOE_VS_DENSE = 1.3
+TARGET_PEAK_SHARE = 0.35
+N_CONTEXTS = 4  # the study's rus.n_contexts: timoe assigns each window to one of 4 prior tables
 
-from timoe.config import ModelConfig
-from timoe.models import MoELayer, RusPrior, SoftmaxRouter, build_model
-from timoe.models.layers import FeedForward
 
-
-def median_time(fn: Callable[[], None], repeats: int, warmup: int = 2) -> tuple[float, float]:
-    """Median (wall seconds, process CPU seconds) per call. CPU time is what the ratios use: on a
-    shared machine wall time mostly measures the neighbours' load."""
+# ---------------------------------------------------------------- worker (runs inside one tree)
+def _median_times(fn: Callable[[], None], repeats: int, warmup: int) -> tuple[float, float]:
+    """Median (process CPU seconds, wall seconds) per call after `warmup` untimed calls."""
     for _ in range(warmup):
         fn()
-    wall, cpu = [], []
+    cpu, wall = [], []
     for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
+        c0, w0 = time.process_time(), time.perf_counter()
         fn()
-        wall.append(time.perf_counter() - w0)
         cpu.append(time.process_time() - c0)
-    return statistics.median(wall), statistics.median(cpu)
+        wall.append(time.perf_counter() - w0)
+    return statistics.median(cpu), statistics.median(wall)
 
 
-def random_prior(m: int, t: int, gen: torch.Generator) -> RusPrior:
-    def sym(x: torch.Tensor) -> torch.Tensor:
-        x = 0.5 * (x + x.transpose(0, 1))
-        return x * (1 - torch.eye(m))[:, :, None]
+def _build(name: str, setting: str, params_path: Path):  # -> (model, x, y, settings, params)
+    """The model as build_for_data builds it (patching wrapper, per-context prior bank with a
+    context assigner, the regime reader for the oracle) on random windows of the setting."""
+    import torch
 
-    return RusPrior(
-        torch.rand(m, t, generator=gen),
-        sym(torch.rand(m, m, t, generator=gen) * 0.3),
-        sym(torch.rand(m, m, t, generator=gen) * 0.3),
-    )
+    from timoe.config import load_params
+    from timoe.models import build_model
+    from timoe.models.prior import ContextAssigner, PriorProvider, RegimeReader
+    from timoe.training.loop import loop_settings
+    from timoe.training.patching import Patched, patched_modalities
 
-
-def bench_train_step(
-    names: list[str], cfg: ModelConfig, batch: int, steps: int, m: int, repeats: int
-) -> None:
-    channels_per = 3
-    modalities = {f"mod{k}": list(range(k * channels_per, (k + 1) * channels_per)) for k in range(m)}
+    params = load_params(params_path)
+    batch, t_raw, m, per = SETTINGS[setting]
+    batch = batch or params.train.batch_size
+    cfg = params.model
+    if setting == "fixed":  # the issue's settings, whatever params.yaml says
+        cfg = cfg.model_copy(
+            update={"d_model": 32, "n_heads": 2, "d_ff": 64, "n_layers": 4, "moe_layers": [0, 2]}
+        )
+        cfg = cfg.model_copy(update={"n_experts": 8, "n_synergy_experts": 2, "top_k": 2, "dropout": 0.1})
+        cfg = cfg.model_copy(update={"patch_size": 4, "encoder_layers": 1})
+    p = cfg.patch_size
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, steps, m * channels_per, generator=gen)
+    n_regimes = 4
+    c = m * per
+    x = torch.randn(batch, t_raw, c + n_regimes, generator=gen)
+    regime = torch.randint(0, n_regimes, (batch,), generator=gen)
+    x[:, :, c:] = torch.nn.functional.one_hot(regime, n_regimes).float()[:, None, :]
     y = torch.randint(0, 6, (batch,), generator=gen)
-    rus = random_prior(m, steps, gen)
-    print(
-        f"training step, B={batch} T={steps} M={m} d={cfg.d_model} d_ff={cfg.d_ff} layers={cfg.n_layers} "
-        f"moe_layers={cfg.moe_layers} E={cfg.n_experts} syn={cfg.n_synergy_experts} k={cfg.top_k}"
+    modalities = {f"m{k}": list(range(k * per, (k + 1) * per)) for k in range(m)}
+    U = torch.rand(N_CONTEXTS, m, t_raw, generator=gen)
+    R = torch.rand(N_CONTEXTS, m, m, t_raw, generator=gen) * 0.3
+    S = torch.rand(N_CONTEXTS, m, m, t_raw, generator=gen) * 0.3
+    R, S = 0.5 * (R + R.transpose(1, 2)), 0.5 * (S + S.transpose(1, 2))
+    chans = list(range(c))
+    assigner = ContextAssigner(
+        chans, [0.0] * 2 * c, [1.0] * 2 * c, torch.randn(N_CONTEXTS, 2 * c, generator=gen).tolist()
     )
-    base = None
-    for name in names:
-        torch.manual_seed(0)
-        model = build_model(
-            name,
-            cfg,
-            n_channels=m * channels_per,
-            n_timesteps=steps,
-            n_classes=6,
-            modalities=modalities,
-            rus=rus,
-        )
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        model.train()
-
-        def step(model: torch.nn.Module = model, opt: torch.optim.Optimizer = opt) -> None:
-            opt.zero_grad(set_to_none=True)
-            out = model(x)
-            (F.cross_entropy(out.logits, y) + out.aux_loss).backward()
-            opt.step()
-
-        wall, cpu = median_time(step, repeats)
-        base = cpu if base is None else base
-        n_params = sum(p.numel() for p in model.parameters())
-        print(
-            f"  {name:<20s} cpu {cpu * 1e3:8.1f} ms/step  x{cpu / base:4.2f} vs {names[0]}  "
-            f"(wall {wall * 1e3:8.1f} ms)  params {n_params:,}"
-        )
-
-
-def bench_moe_layer(cfg: ModelConfig, batch: int, steps: int, m: int, repeats: int) -> None:
-    d, k = cfg.d_model, cfg.top_k
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(batch, m, steps, d, generator=gen)
-    n_tokens = x.shape[0] * x.shape[1] * x.shape[2]
-    print(f"MoE layer vs dense FFN of equal active parameters, {n_tokens} tokens, d={d}, fwd+bwd")
+    provider = PriorProvider(U, R, S, p, assigner)
     torch.manual_seed(0)
-    dense = FeedForward(d, k * cfg.d_ff, 0.0)
-    layers: dict[str, torch.nn.Module] = {f"dense FFN (hidden {k}x{cfg.d_ff})": dense}
-    for n_syn in (0, cfg.n_synergy_experts):
-        router = SoftmaxRouter(d, cfg.n_experts, k)
-        layers[f"MoE E={cfg.n_experts} k={k} syn={n_syn}"] = MoELayer(
-            d, cfg.d_ff, cfg.n_experts, n_syn, cfg.n_heads, 0.0, router
-        )
-    base = None
-    for label, layer in layers.items():
-        xin = x.clone().requires_grad_(True)
+    inner = build_model(
+        name,
+        cfg,
+        n_channels=(c + n_regimes) * p,
+        n_timesteps=t_raw // p,
+        n_classes=6,
+        modalities=patched_modalities(modalities, c + n_regimes, p),
+        rus=provider,
+        regime=RegimeReader(list(range(c, c + n_regimes))),
+    )
+    model = Patched(inner, p)
+    settings = loop_settings(params, seed=0)
+    return model, x, y, settings
 
-        def run(layer: torch.nn.Module = layer, xin: torch.Tensor = xin) -> None:
-            out = layer(xin)
-            y = out if isinstance(out, torch.Tensor) else out.y
-            y.square().mean().backward()
 
-        wall, cpu = median_time(run, repeats)
-        base = cpu if base is None else base
-        print(
-            f"  {label:<32s} {n_tokens / cpu / 1e6:6.3f} M tokens/cpu-s  cpu {cpu * 1e3:7.1f} ms  "
-            f"x{cpu / base:4.2f}  (wall {wall * 1e3:7.1f} ms)"
-        )
+def _count_flops(model, x, y) -> float:
+    """FLOPs of one forward + backward (FlopCounterMode: matmuls, attention, convolutions)."""
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = model(x)
+        (F.cross_entropy(out.logits, y) + out.aux_loss).backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def worker(name: str, setting: str, params_path: Path, repeats: int, warmup: int) -> dict[str, float]:
+    """Time the training step of one model in this process's tree; JSON-ready numbers."""
+    import torch
+    from torch import nn
+
+    from timoe.training import loop
+
+    torch.set_num_threads(1)
+    model, x, y, settings = _build(name, setting, params_path)
+    model.train()
+    flops = _count_flops(model, x, y)
+    opt, sched = loop._optimiser(model, settings, 100 * len(x))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+
+    def step() -> None:
+        out = model(x)
+        loss, _ = loop._loss_parts(out, y, loss_fn)
+        loop._optimiser_step(loss, model, opt, sched, settings.grad_clip)
+
+    cpu, wall = _median_times(step, repeats, warmup)
+    return {"cpu": cpu, "wall": wall, "flops": flops, "batch": len(x)}
+
+
+# ---------------------------------------------------------------- driver
+def matmul_rate(n: int = 1024, repeats: int = 5) -> float:
+    """One-thread fp32 n x n matmul, FLOP per CPU second (best of `repeats`)."""
+    import torch
+
+    torch.set_num_threads(1)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        c0 = time.process_time()
+        a @ b
+        best = min(best, time.process_time() - c0)
+    return 2.0 * n**3 / best
+
+
+def run_worker(tree: Path, name: str, setting: str, args: argparse.Namespace) -> dict[str, float]:
+    env = dict(os.environ, PYTHONPATH=str(tree / "src"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--setting", setting]
+    cmd += [
+        "--params",
+        str(tree / "params.yaml"),
+        "--repeats",
+        str(args.repeats),
+        "--warmup",
+        str(args.warmup),
+    ]
+    done = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} ({setting}) failed in {tree}:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def add_worktree(rev: str, where: Path) -> Path:
+    tree = where / "base"
+    subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet", str(tree), rev],
+        check=True,
+        capture_output=True,
+    )
+    return tree
+
+
+def measure(trees: dict[str, Path], setting: str, models: list[str], args: argparse.Namespace):
+    """{tree: {model: median step numbers over rounds}}; rounds alternate the trees' order."""
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {t: {m: [] for m in models} for t in trees}
+    for r in range(args.rounds):
+        for name in models:
+            order = list(trees) if r % 2 == 0 else list(reversed(trees))
+            for label in order:
+                runs[label][name].append(run_worker(trees[label], name, setting, args))
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for label, per_model in runs.items():
+        out[label] = {}
+        for name, rs in per_model.items():
+            out[label][name] = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+    return out
+
+
+def print_table(setting: str, res, peak: float, models: list[str]) -> None:
+    print(f"\n== {setting} settings ({_describe(setting)}); peak {peak / 1e9:.1f} GFLOP/s (1-thread matmul)")
+    print(
+        f"{'model':<14s} {'tree':<5s} {'ms/step':>8s} {'(wall)':>8s} {'windows/s':>10s} "
+        f"{'GFLOP/step':>10s} {'% peak':>7s} {'vs dense':>8s} {'speed-up':>8s}"
+    )
+    for name in models:
+        for label in ("base", "new"):
+            r = res[label][name]
+            flops = res["base"][name]["flops"]
+            dense = res[label]["transformer"]["cpu"] if "transformer" in res[label] else float("nan")
+            speed = res["base"][name]["cpu"] / r["cpu"]
+            print(
+                f"{name:<14s} {label:<5s} {r['cpu'] * 1e3:8.1f} {r['wall'] * 1e3:8.1f} "
+                f"{r['batch'] / r['cpu']:10.0f} {flops / 1e9:10.2f} {100 * flops / r['cpu'] / peak:6.1f}% "
+                f"{r['cpu'] / dense:8.2f} {speed:7.2f}x"
+            )
+
+
+def _describe(setting: str) -> str:
+    batch, t, m, per = SETTINGS[setting]
+    b = batch or "train.batch_size"
+    return f"B {b}, T {t} raw steps, {m} modalities x {per} channels, model from params.yaml" + (
+        " with the issue's fixed sizes" if setting == "fixed" else ""
+    )
+
+
+def targets_line(res, peak: float, models: list[str]) -> str:
+    """The issue's targets at the fixed settings, each with its number and met/missed."""
+    new, base = res["new"], res["base"]
+    parts, all_met = [], True
+    for name in models:
+        need = TARGET_TIMOE_SPEEDUP if name == "timoe" else TARGET_OTHER_SPEEDUP
+        got = base[name]["cpu"] / new[name]["cpu"]
+        all_met &= got >= need
+        parts.append(f"{name} {got:.2f}x (>= {need:.0f}x {'met' if got >= need else 'MISSED'})")
+    if "timoe" in new and "transformer" in new:
+        ratio = new["timoe"]["cpu"] / new["transformer"]["cpu"]
+        all_met &= ratio <= TARGET_TIMOE_VS_DENSE
+        ok = "met" if ratio <= TARGET_TIMOE_VS_DENSE else "MISSED"
+        parts.append(f"timoe/transformer {ratio:.2f} (<= {TARGET_TIMOE_VS_DENSE} {ok})")
+    shares = {n: base[n]["flops"] / new[n]["cpu"] / peak for n in models}
+    low = [f"{n} {100 * s:.0f}%" for n, s in shares.items() if s < TARGET_PEAK_SHARE]
+    all_met &= not low
+    parts.append(
+        f"peak share >= {100 * TARGET_PEAK_SHARE:.0f}% "
+        + ("met (lowest " + f"{100 * min(shares.values()):.0f}%)" if not low else "MISSED: " + ", ".join(low))
+    )
+    return ("TARGETS (fixed settings) " + ("ALL MET" if all_met else "NOT ALL MET") + ": ") + "; ".join(parts)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=128)
-    ap.add_argument("--modalities", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (1: CPU time = work done; 0 keeps torch's default)",
+        "--base", default=DEFAULT_BASE, help="git revision to compare against (temporary worktree)"
     )
-    ap.add_argument("--models", default="transformer,timoe,moe,fusemoe,modality-moe,hash-moe,timoe-nolosses")
+    ap.add_argument("--models", default=MODELS)
+    ap.add_argument("--settings", default="fixed,study")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating base/new measurements per model")
+    ap.add_argument("--repeats", type=int, default=8, help="timed steps per measurement")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, caches)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--setting", help=argparse.SUPPRESS)
+    ap.add_argument("--params", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}")
-    cfg = ModelConfig(d_model=64, dropout=0.1)
-    bench_train_step(args.models.split(","), cfg, args.batch, args.steps, args.modalities, args.repeats)
-    bench_moe_layer(cfg, args.batch, args.steps, args.modalities, args.repeats)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.setting, args.params, args.repeats, args.warmup)))
+        return
+    models = args.models.split(",")
+    unknown_settings = set(args.settings.split(",")) - set(SETTINGS)
+    if unknown_settings:
+        sys.exit(f"unknown setting(s) {sorted(unknown_settings)}; known: {list(SETTINGS)}")
+    import torch
+
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    print(f"torch {torch.__version__}, 1 thread; new = tree at {head.stdout.strip()}, base = {args.base}")
+    with tempfile.TemporaryDirectory(prefix="bench-base-") as tmp:
+        base = add_worktree(args.base, Path(tmp))
+        try:
+            trees = {"new": REPO, "base": base}
+            peaks = [matmul_rate()]
+            results = {}
+            for setting in args.settings.split(","):
+                results[setting] = measure(trees, setting, models, args)
+                peaks.append(matmul_rate())
+            peak = statistics.median(peaks)
+            for setting, res in results.items():
+                print_table(setting, res, peak, models)
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base)], check=False)
+    if "fixed" in results:
+        print(targets_line(results["fixed"], peak, models))
 
 
 if __name__ == "__main__":
