@@ -9,8 +9,10 @@ window, and sweep values their target field would reject.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -548,17 +550,9 @@ class LossConfig(_Strict):
     lambda_z: float = Field(1e-3, ge=0.0, allow_inf_nan=False)
 
 
-TokenizerKind = Literal["linear", "conv"]  # timoe.models.tokenizers builds each
-
-
 class ModelConfig(_Strict):
     names: list[str] = Field(default_factory=lambda: ["transformer"])
     patch_size: int = Field(4, ge=1, le=256, description="consecutive steps merged into one token")
-    tokenizer: TokenizerKind = Field(
-        "linear",
-        description="per-modality embedding of a patch: linear projection, or a small causal 1D CNN "
-        "with a strided conv to one token per patch (timoe.models.tokenizers)",
-    )
     d_model: int = Field(64, ge=4, le=4096)
     n_heads: int = Field(4, ge=1, le=64)
     d_ff: int = Field(128, ge=4, le=16384)
@@ -667,12 +661,24 @@ class SearchParam(_Strict):
         return self
 
     def values_to_check(self) -> list[Any]:
-        """The values a trial may take that decide validity: the choices, or both bounds."""
+        """The values a trial may draw that decide whether every draw is valid.
+
+        Categorical: each choice. Float: both bounds (a float field's constraints are intervals).
+        Int: both bounds and every value of the range up to INT_VALUES_CHECKED of them. The target
+        fields' constraints are intervals (decided by the bounds) or, like d_model divisible by
+        n_heads (at most 64), repeat with a period far below that count, so a range too long to walk
+        still has each of its residues checked.
+        """
         if self.type == "categorical":
             return list(self.choices or [])
-        if self.type == "int":
-            return [int(self.low or 0), int(self.high or 0)]
-        return [self.low, self.high]
+        if self.type == "float":
+            return [self.low, self.high]
+        low, high = int(self.low or 0), int(self.high or 0)
+        walked = range(low, min(high, low + INT_VALUES_CHECKED - 1) + 1)
+        return list(dict.fromkeys([low, high, *walked]))
+
+
+INT_VALUES_CHECKED = 1024
 
 
 SWEEPABLE_KEYS = (
@@ -735,6 +741,42 @@ class SweepConfig(_Strict):
 class EvaluateConfig(_Strict):
     metrics: list[Literal["accuracy", "macro_f1"]] = Field(default_factory=lambda: ["accuracy", "macro_f1"])
     batch_size: int = Field(256, ge=1)
+    # The claims' statistics (timoe.evaluation.claims): the smallest effect of interest in
+    # percentage points (a "beats" claim is REFUTED when its gain is shown below it), the power
+    # the minimum detectable effect is computed at, and the seeded bootstrap's resamples.
+    smallest_effect: float = Field(1.0, gt=0, description="SESOI for accuracy claims, pp")
+    power: float = Field(0.8, gt=0, lt=1)
+    bootstrap_resamples: int = Field(10_000, ge=100)
+    bootstrap_seed: int = Field(0, ge=0)
+
+
+# The MLflow stores timoe's jobs can share: a SQLite file (tracking.store_lock orders its writers),
+# a tracking server, or a database server MLflow supports. Anything else would pass here and fail
+# only in the pipeline's onstart, inside MLflow.
+_DB_SCHEMES = ("postgresql", "mysql", "mssql")
+_URI_FORMS = "sqlite:///PATH, http(s)://HOST[:PORT], postgresql://..., mysql://... or mssql://..."
+
+
+def _tracking_uri_problem(uri: str) -> str | None:
+    """Why MLflow could not open `uri` as timoe's tracking store, or None."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return f"{uri!r} has no scheme; use {_URI_FORMS}"
+    if scheme == "sqlite":
+        path = rest.removeprefix("/").split("?", 1)[0]
+        if not rest.startswith("/") or not path or path == ":memory:":
+            return f"{uri!r} names no database file; use sqlite:///relative/path.db or sqlite:////abs/path.db"
+        folder = Path(path).parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent  # made by init_store: the nearest existing folder must take it
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            return f"{uri!r}: the database's folder cannot be made under {str(folder)!r}"
+        return None
+    if scheme in ("http", "https"):
+        return None if urlsplit(uri).hostname else f"{uri!r} names no host"
+    if scheme.split("+", 1)[0] in _DB_SCHEMES:
+        return None if rest else f"{uri!r} names no database"
+    return f"unknown scheme {scheme!r} in {uri!r}; use {_URI_FORMS}"
 
 
 class TrackingConfig(_Strict):
@@ -742,6 +784,14 @@ class TrackingConfig(_Strict):
     experiment_prefix: str = Field("timoe", min_length=1)
     dvc_remote: str = Field(".dvc-remote", description="path or URL of the default DVC remote")
     dvc_commit: bool = Field(True, description="dvc commit after a successful snakemake run")
+
+    @field_validator("uri")
+    @classmethod
+    def _known_store(cls, v: str) -> str:
+        problem = _tracking_uri_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
 
 
 class Params(_Strict):
@@ -808,8 +858,14 @@ def _sweep_problem(params: Params, key: str, spec: SearchParam) -> str | None:
             type(parent).model_validate({**parent.model_dump(), leaf: value})
         except ValidationError as err:
             detail = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
-            what = "choice" if spec.type == "categorical" else "bound"
-            return f"{what} {value!r} is invalid for {key}: {detail}"
+            if spec.type == "categorical":
+                return f"choice {value!r} is invalid for {key}: {detail}"
+            if value in (spec.low, spec.high):
+                return f"bound {value!r} is invalid for {key}: {detail}"
+            return (
+                f"value {value!r} of the range {spec.low:g}..{spec.high:g} is invalid for {key}: {detail}; "
+                "list the valid values as a categorical's choices"
+            )
     return None
 
 
@@ -870,18 +926,53 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
+# Params files are data. Snakemake reads a --configfile (and a profile) with YTE, which evaluates
+# the Python expressions of a file holding `__use_yte__: true`, and with PyYAML's FullLoader, which
+# builds Python objects from `!!python/...` tags; both are refused here, for every `timoe` command
+# and before Snakemake opens a file through `timoe study`.
+YTE_KEY = "__use_yte__"
+# The tags of YAML's core schema; any other explicit tag (`!!python/...`, `!custom`) is refused.
+_CORE_TYPES = ("str", "int", "float", "bool", "null", "seq", "map")
+_DATA_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in _CORE_TYPES)
+
+
+def _code_tag(text: str) -> tuple[str, int] | None:
+    """The first explicit tag outside YAML's core schema in `text`, with its line, or None."""
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        tag = getattr(event, "tag", None)
+        if tag is not None and tag not in _DATA_TAGS and tag != "!":  # "!": a non-specific tag
+            return tag, event.start_mark.line + 1
+    return None
+
+
+def parse_params_text(text: str, source: str) -> dict[str, Any]:
+    """The mapping a params file holds, read as data only (`source` names it in errors)."""
+    try:
+        code_tag = _code_tag(text)
+        if code_tag:
+            raise ConfigError(
+                f"params file {source}: YAML tag {code_tag[0]!r} (line {code_tag[1]}) is refused: "
+                "params files hold plain data, and a tag can make a loader build Python objects"
+            )
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}  # a SafeLoader subclass
+    except _DuplicateKey as err:
+        raise ConfigError(f"params file {source}: {err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"params file {source} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"params file {source} must hold a mapping at the top level")
+    if YTE_KEY in data:
+        raise ConfigError(
+            f"params file {source}: {YTE_KEY!r} is refused: Snakemake would run this file as a YTE "
+            "template, i.e. as Python code; params files hold plain data"
+        )
+    return data
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"params file not found: {path}")
-    try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}  # a SafeLoader subclass
-    except _DuplicateKey as err:
-        raise ConfigError(f"params file {path}: {err}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"params file {path} is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"params file {path} must hold a mapping at the top level")
-    return data
+    return parse_params_text(path.read_text(), str(path))
 
 
 def load_params(*paths: Path) -> Params:

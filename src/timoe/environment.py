@@ -38,7 +38,16 @@ PYTHON_TAG = "env.python"
 TORCH_TAG = "env.torch"
 CUDA_TAG = "env.cuda"
 DISTS_TAG = "env.distributions_sha256"
-ENV_TAGS = (LOCK_TAG, PYTHON_TAG, TORCH_TAG, CUDA_TAG, DISTS_TAG)
+# The same code, libraries and seed still give other float results on another CPU: vendor and model
+# (here), and the vector instruction set torch's kernels dispatch to (AVX2, AVX512, ...), which
+# tracking.py records where torch is loaded (reading it means importing torch).
+CPU_TAG = "env.cpu"
+TORCH_CPU_TAG = "env.torch_cpu_capability"
+ENV_TAGS = (LOCK_TAG, PYTHON_TAG, TORCH_TAG, CUDA_TAG, DISTS_TAG, CPU_TAG)
+COMPARED_TAGS = (*ENV_TAGS, TORCH_CPU_TAG)
+# Tags added after runs were already recorded: compared only where the run recorded them.
+LATER_TAGS = (CPU_TAG, TORCH_CPU_TAG)
+CPUINFO = Path("/proc/cpuinfo")
 DISTRIBUTIONS_ARTIFACT = "environment/distributions.txt"
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
@@ -154,12 +163,35 @@ def _torch_cuda(torch_version: str) -> str:
     return cuda_in_version_py(source)
 
 
+def cpu_name(cpuinfo: Path = CPUINFO) -> str:
+    """'vendor model' of this machine's CPU, e.g. 'AuthenticAMD AMD EPYC 7763 64-Core Processor'.
+
+    From /proc/cpuinfo's first processor (Linux); elsewhere, or where it names neither (some ARM
+    kernels), the platform's own words; 'unknown' when nothing says.
+    """
+    fields: dict[str, str] = {}
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if not line.strip():
+                break  # the first processor's block ends here
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), " ".join(value.split()))
+    except OSError:
+        pass
+    vendor = fields.get("vendor_id") or fields.get("CPU implementer", "")
+    model = fields.get("model name") or fields.get("Model") or fields.get("Hardware", "")
+    name = " ".join(p for p in (vendor, model) if p) or " ".join(
+        p for p in (platform.machine(), platform.processor()) if p
+    )
+    return name or "unknown"
+
+
 def _file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "none"
 
 
 def fingerprint(root: Path = ROOT, dists: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Tags naming the environment: lock, Python, torch and its CUDA, and all installed versions."""
+    """Tags naming the environment: lock, Python, torch and its CUDA, all installed versions, the CPU."""
     dists = installed_distributions() if dists is None else dists
     torch = dists.get("torch", "none")
     return {
@@ -168,6 +200,7 @@ def fingerprint(root: Path = ROOT, dists: Mapping[str, str] | None = None) -> di
         TORCH_TAG: torch,
         CUDA_TAG: _torch_cuda(torch),
         DISTS_TAG: hashlib.sha256(freeze_text(dists).encode()).hexdigest(),
+        CPU_TAG: cpu_name(),
     }
 
 
@@ -175,8 +208,8 @@ def differences(recorded: Mapping[str, str], now: Mapping[str, str]) -> list[str
     """'what: recorded -> now' for each fingerprint tag that differs (absent tags read as '?')."""
     return [
         f"{tag.removeprefix('env.')}: {recorded.get(tag, '?')} -> {now.get(tag, '?')}"
-        for tag in ENV_TAGS
-        if recorded.get(tag) != now.get(tag)
+        for tag in COMPARED_TAGS
+        if recorded.get(tag) != now.get(tag) and (tag in recorded or tag not in LATER_TAGS)
     ]
 
 

@@ -158,6 +158,14 @@ def _input_tags(inputs: Mapping[str, Path]) -> dict[str, str]:
     return tags
 
 
+def _torch_cpu_capability(torch: Any) -> str:
+    """The vector instruction set torch's CPU kernels dispatch to here ('AVX2', 'AVX512', ...)."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):  # a torch without the query
+        return "unknown"
+
+
 def _lineage_tags(
     *,
     stage: str,
@@ -182,6 +190,7 @@ def _lineage_tags(
         tags["seed"] = str(seed)
     if "torch" in sys.modules:  # CPU numbers depend on the thread count; record it where torch runs
         tags["torch_threads"] = str(sys.modules["torch"].get_num_threads())
+        tags[environment.TORCH_CPU_TAG] = _torch_cpu_capability(sys.modules["torch"])
     for k, v in wildcards.items():
         tags[f"wildcard.{k}"] = str(v)
     tags.update(_input_tags(inputs))

@@ -329,6 +329,12 @@ def environment_notes(store: Store, run: Any, rerun_store: Store, new: Any) -> l
     if not differs:
         return []
     note = f"the rerun's environment differs from the run's: {'; '.join(differs)}"
+    cpu_tags = (environment.CPU_TAG, environment.TORCH_CPU_TAG)
+    if any(d.startswith(f"{t.removeprefix('env.')}:") for d in differs for t in cpu_tags):
+        note += (
+            " (another CPU: its vector kernels and float reduction orders can change results even "
+            "with the same code, libraries and seed)"
+        )
     if recorded.get(environment.DISTS_TAG) != now.get(environment.DISTS_TAG):
         old = store.artifact_text(run.info.run_id, environment.DISTRIBUTIONS_ARTIFACT)
         fresh = rerun_store.artifact_text(new.info.run_id, environment.DISTRIBUTIONS_ARTIFACT)

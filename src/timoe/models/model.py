@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from timoe.config import ModelConfig
-from timoe.models.layers import FeedForward, ModalityEncoder, transformer_block
+from timoe.models.layers import Dropout, FeedForward, ModalityEncoder, self_attention, transformer_block
 from timoe.models.losses import aux_losses
 from timoe.models.moe import MoELayer
 from timoe.models.prior import PriorProvider, RegimeReader, RoutingContext
@@ -117,7 +117,7 @@ class FusionLayer(nn.Module):
         )
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.mixer = mixer
 
     def forward(self, h: Tensor, context: RoutingContext | None = None) -> tuple[Tensor, RouterOutput | None]:
@@ -125,7 +125,8 @@ class FusionLayer(nn.Module):
         attended = []
         for m, attn in enumerate(self.attn):
             x = h[:, m]
-            attended.append(self.norm1(x + self.drop(attn(x, x, x, need_weights=False)[0])))
+            # self_attention: the MHA's weights without dropout on the probabilities (fused SDPA)
+            attended.append(self.norm1(x + self.drop(self_attention(attn, x))))
         a = torch.stack(attended, dim=1)
         if isinstance(self.mixer, MoELayer):
             out = self.mixer(a, context)
@@ -172,17 +173,7 @@ class TimoeModel(nn.Module):
         for k, idx in enumerate(modalities.values()):
             self.register_buffer(f"channels_{k}", torch.tensor(idx, dtype=torch.long), persistent=False)
         self.encoders = nn.ModuleList(
-            ModalityEncoder(
-                len(idx),
-                d,
-                cfg.n_heads,
-                cfg.d_ff,
-                cfg.encoder_layers,
-                cfg.dropout,
-                n_timesteps,
-                tokenizer=cfg.tokenizer,
-                patch=cfg.patch_size,  # the input's steps per token (training.patching)
-            )
+            ModalityEncoder(len(idx), d, cfg.n_heads, cfg.d_ff, cfg.encoder_layers, cfg.dropout, n_timesteps)
             for idx in modalities.values()
         )
         self.provider = provider

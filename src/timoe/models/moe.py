@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from timoe.models.layers import FeedForward, GroupedSelfAttention
+from timoe.models.layers import Dropout, FeedForward, GroupedSelfAttention
 from timoe.models.prior import RoutingContext
 from timoe.models.routers import Router, RouterOutput
 
@@ -30,7 +30,7 @@ class SynergyExpert(nn.Module):
         super().__init__()
         self.attn = GroupedSelfAttention(d_model, n_heads)
         self.norm = nn.LayerNorm(d_model)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.ffn = FeedForward(d_model, d_ff, dropout)
 
     def forward(self, x: Tensor, sample: Tensor) -> Tensor:
