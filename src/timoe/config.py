@@ -550,9 +550,17 @@ class LossConfig(_Strict):
     lambda_z: float = Field(1e-3, ge=0.0, allow_inf_nan=False)
 
 
+TokenizerKind = Literal["linear", "conv"]  # timoe.models.tokenizers builds each
+
+
 class ModelConfig(_Strict):
     names: list[str] = Field(default_factory=lambda: ["transformer"])
     patch_size: int = Field(4, ge=1, le=256, description="consecutive steps merged into one token")
+    tokenizer: TokenizerKind = Field(
+        "linear",
+        description="per-modality embedding of a patch: linear projection, or a small causal 1D CNN "
+        "with a strided conv to one token per patch (timoe.models.tokenizers)",
+    )
     d_model: int = Field(64, ge=4, le=4096)
     n_heads: int = Field(4, ge=1, le=64)
     d_ff: int = Field(128, ge=4, le=16384)

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from timoe.models.tokenizers import make_tokenizer
+
 
 class SinusoidalPositionalEncoding(nn.Module):
     """Adds the fixed sine/cosine table of Vaswani et al. to x [..., T, d]."""
@@ -128,8 +130,9 @@ def transformer_block(d_model: int, n_heads: int, d_ff: int, dropout: float) -> 
 
 
 class ModalityEncoder(nn.Module):
-    """One modality's channels [B, T, D_m] -> [B, T, d]: linear projection (x sqrt(d), so the
-    embedding is not drowned by the unit-scale positional table), positional encoding, blocks."""
+    """One modality's channels [B, T, D_m] -> [B, T, d]: tokenizer (`tokenizer`, see
+    models.tokenizers; `patch` steps per token of the input) x sqrt(d), so the embedding is not
+    drowned by the unit-scale positional table, then positional encoding and blocks."""
 
     def __init__(
         self,
@@ -140,9 +143,11 @@ class ModalityEncoder(nn.Module):
         n_layers: int,
         dropout: float,
         max_len: int,
+        tokenizer: str = "linear",
+        patch: int = 1,
     ) -> None:
         super().__init__()
-        self.proj = nn.Linear(in_channels, d_model)
+        self.proj = make_tokenizer(tokenizer, in_channels, d_model, patch)
         self.scale = math.sqrt(d_model)
         self.pos = SinusoidalPositionalEncoding(d_model, max_len)
         self.drop = Dropout(dropout)

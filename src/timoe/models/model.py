@@ -173,7 +173,17 @@ class TimoeModel(nn.Module):
         for k, idx in enumerate(modalities.values()):
             self.register_buffer(f"channels_{k}", torch.tensor(idx, dtype=torch.long), persistent=False)
         self.encoders = nn.ModuleList(
-            ModalityEncoder(len(idx), d, cfg.n_heads, cfg.d_ff, cfg.encoder_layers, cfg.dropout, n_timesteps)
+            ModalityEncoder(
+                len(idx),
+                d,
+                cfg.n_heads,
+                cfg.d_ff,
+                cfg.encoder_layers,
+                cfg.dropout,
+                n_timesteps,
+                tokenizer=cfg.tokenizer,
+                patch=cfg.patch_size,  # the input's steps per token (training.patching)
+            )
             for idx in modalities.values()
         )
         self.provider = provider
