@@ -1,4 +1,4 @@
-"""Classification metrics computed from predictions (numpy only, no sklearn at run time)."""
+"""Classification metrics computed from predictions (macro-F1 is scikit-learn's)."""
 
 from __future__ import annotations
 
@@ -26,17 +26,21 @@ def per_class_recall(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
-    """Mean F1 over the classes present in y_true or y_pred (sklearn's 'macro' convention)."""
-    cm = confusion(y_true, y_pred, n_classes)
-    tp = np.diag(cm).astype(float)
-    fp = cm.sum(axis=0) - tp
-    fn = cm.sum(axis=1) - tp
-    present = (cm.sum(axis=0) + cm.sum(axis=1)) > 0
-    if not present.any():
+    """Mean F1 over the classes present in y_true or y_pred (scikit-learn's macro average); nan if empty.
+
+    Labels are left to scikit-learn (the classes present), not range(n_classes): a class absent
+    from both would add an F1 of 0 and lower the mean for a class the split never held.
+    n_classes still bounds the labels, as the confusion matrix did.
+    """
+    from sklearn.metrics import f1_score
+
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    if y_true.size == 0:
         return float("nan")
-    denom = 2 * tp + fp + fn
-    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
-    return float(f1[present].mean())
+    labels = np.concatenate([y_true, y_pred])
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise IndexError(f"labels outside 0..{n_classes - 1}")
+    return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, float]:

@@ -14,32 +14,27 @@ BASELINES = BASELINE_MODELS
 
 
 def _binary_auroc(pos: np.ndarray, scores: np.ndarray) -> float:
-    """AUROC as the Mann-Whitney statistic, ties counted half (average ranks)."""
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
+    """scikit-learn's AUROC of `scores` for the positives `pos` (ties count half); nan without both."""
+    from sklearn.metrics import roc_auc_score
+
+    if pos.all() or not pos.any():
         return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), dtype=float)
-    sorted_scores = scores[order]
-    i = 0
-    while i < len(scores):  # average ranks over runs of equal scores
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(pos, scores))
 
 
 def auroc_ovr(y_true: np.ndarray, prob: np.ndarray) -> float:
-    """Macro one-vs-rest AUROC over the classes present in y_true (nan if fewer than two)."""
+    """Macro one-vs-rest AUROC over the classes present in y_true (nan if fewer than two).
+
+    prob: (n_samples, n_classes). Each present class is scored against the rest with scikit-learn's
+    roc_auc_score; a class absent from y_true has no positives and is left out, where
+    `roc_auc_score(multi_class="ovr")` would refuse the whole call.
+    """
     y_true = np.asarray(y_true)
     prob = np.asarray(prob, dtype=float)
     classes = np.unique(y_true)
     if len(classes) < 2 or prob.ndim != 2:
         return float("nan")
-    scores = [_binary_auroc(y_true == c, prob[:, c]) for c in classes]
-    return float(np.nanmean(scores))
+    return float(np.mean([_binary_auroc(y_true == c, prob[:, c]) for c in classes]))
 
 
 def paired_t_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
