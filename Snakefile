@@ -1,4 +1,5 @@
-# timoe pipeline: prepare -> quantify -> sweep -> train -> evaluate, over data set × model × seed.
+# timoe pipeline: prepare -> quantify -> sweep -> train -> evaluate, over data set × model × seed,
+# and check (estimator checks on data with known RUS) -> evaluate.
 # Thin by design: config validation, includes, `rule all`, and the onstart/onsuccess hooks.
 # Every rule calls `timoe <stage>`; the stage itself is a plain function in src/timoe.
 
@@ -20,7 +21,6 @@ P = PIPE.params
 # a new file (any param changed) reruns only the jobs whose declared `reads` changed
 # (tests/test_pipeline_e2e.py checks that).
 RESOLVED_PATH = Path(PIPE.write_resolved())
-CHECKS_DIR = "results/checks"  # optional estimator / lag-range check tables (`make checks`)
 
 # Wildcards match only what the schema allows, so a requested path can never smuggle shell
 # syntax into a command (every shell argument is also quoted with :q).
@@ -34,6 +34,7 @@ include: "workflow/rules/prepare.smk"
 include: "workflow/rules/quantify.smk"
 include: "workflow/rules/sweep.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/check.smk"
 include: "workflow/rules/evaluate.smk"
 
 

@@ -19,8 +19,9 @@ neighbours' load).  Target: ≥ 4× at 8 lags within 0.1 bits.
     python benchmarks/bench_multiscale.py [--lags 8] [--out results/checks/estimator_check.csv] [--quick]
 
 --out also writes every multi-scale estimate (process, steps_factor, lag, component, per_lag,
-multiscale; bits), the input of the report's claim "multi-scale estimates ≈ per-lag ones"
-(`timoe evaluate --checks`).
+multiscale; bits) in the schema of the pipeline's check stage (timoe.interactions.estimator_check,
+which both use; the stage's output is what the report's claim "multi-scale estimates ≈ per-lag
+ones" reads).
 """
 
 from __future__ import annotations
@@ -37,11 +38,12 @@ import torch
 
 from timoe.config import BatchEstimatorConfig
 from timoe.interactions.batch import BatchPID, batch_pid
+from timoe.interactions.estimator_check import COMPONENTS as COMPS
+from timoe.interactions.estimator_check import estimate_rows, process_samples
 from timoe.interactions.lagstack import stacked_pid
 from timoe.interactions.multiscale import LagSamples, multiscale_pid
-from timoe.interactions.synthetic import finds_ground_truth, lag_sample_sets, make_process
+from timoe.interactions.synthetic import finds_ground_truth
 
-COMPS = ("R", "U1", "U2", "S")
 CFG = BatchEstimatorConfig(discrim_epochs=10, align_epochs=5, sinkhorn_tol=1e-3)
 QUICK_CFG = BatchEstimatorConfig(discrim_epochs=2, align_epochs=1, batch_size=64, sinkhorn_tol=1e-3)
 SEEDS = (0, 1, 2)  # per-lag BATCH seeds: seed 0 is the reference, all three give the noise floor
@@ -50,8 +52,7 @@ REPEATS = 3  # runs of each stacked route; costs are medians (the machine may be
 
 def lag_samples(name: str, lags: list[int], quick: bool) -> tuple[dict[int, LagSamples], dict[int, str]]:
     size = {"n_windows": 8, "window": 24} if quick else {"n_windows": 60, "window": 64}
-    task = make_process(name, continuous=True, seed=0, **size)
-    return lag_sample_sets(task, lags), task.dominant
+    return process_samples(name, lags, **size, seed=0)
 
 
 def clock(fn: Callable[[], dict[int, BatchPID]]) -> tuple[dict[int, BatchPID], float, float]:
@@ -78,25 +79,6 @@ def mean_rows(runs: list[dict[int, BatchPID]]) -> dict[int, dict[str, float]]:
 def spread(runs: list[dict[int, BatchPID]]) -> float:
     """Largest |difference| between any two runs over lags and components."""
     return max(max_diff(a, {lag: e.row() for lag, e in b.items()}) for a in runs for b in runs)
-
-
-def estimate_rows(
-    name: str, factor: int, ms: dict[int, BatchPID], per_lag: dict[int, BatchPID]
-) -> list[dict]:
-    """One row per lag × component: the per-lag and the multi-scale estimate (bits)."""
-    return [
-        {
-            "dataset": "synthetic-processes",
-            "process": name,
-            "steps_factor": factor,
-            "lag": lag,
-            "component": k,
-            "per_lag": per_lag[lag].row()[k],
-            "multiscale": ms[lag].row()[k],
-        }
-        for lag in per_lag
-        for k in COMPS
-    ]
 
 
 def routes(samples: dict[int, LagSamples], cfg: BatchEstimatorConfig) -> dict[str, Callable[[], dict]]:

@@ -179,6 +179,7 @@ def _rerecording_overrides(mp: pytest.MonkeyPatch, current: dict[str, ReadLog | 
 
 
 def _run_stages(base: Params, root: Path, logs: dict[str, ReadLog], mp: pytest.MonkeyPatch) -> dict[str, Any]:
+    from timoe.stages.check import run_check
     from timoe.stages.evaluate import run_evaluate
     from timoe.stages.prepare import run_prepare
     from timoe.stages.quantify import run_quantify
@@ -204,13 +205,16 @@ def _run_stages(base: Params, root: Path, logs: dict[str, ReadLog], mp: pytest.M
     job = TrainJob(**{k: v for k, v in where.items() if k != "data_dir"}, seed=0, data_dir=path["prepare"],
                    out_dir=path["train"], sweep_dir=path["sweep"])  # fmt: skip
     run_train(rec("train"), job)
-    run_evaluate(rec("evaluate"), model_dirs=[path["train"]], out_dir=path["evaluate"],
-                 rus_dirs=[path["quantify"]], sweep_dirs=[path["sweep"]])  # fmt: skip
+    run_check(rec("check"), out_dir=path["check"])
+    upstream = {"rus_dirs": [path["quantify"]], "sweep_dirs": [path["sweep"]], "checks_dir": path["check"]}
+    run_evaluate(rec("evaluate"), model_dirs=[path["train"]], out_dir=path["evaluate"], **upstream)
     return {"worker_trials": report.trials}
 
 
 @pytest.mark.slow  # about 1 min: every stage once on BasicMotions
-@pytest.mark.parametrize("name", ["prepare", "quantify", "sweep-driver", "sweep", "train", "evaluate"])
+@pytest.mark.parametrize(
+    "name", ["prepare", "quantify", "sweep-driver", "sweep", "train", "check", "evaluate"]
+)
 def test_each_stage_reads_only_what_it_declares(recorded: dict[str, Any], name: str):
     keys = recorded["logs"][name].keys
     assert keys, f"{name}: no read recorded (is the recorder wired in?)"

@@ -69,7 +69,7 @@ def dvc_remote(params: ParamsOpt = None) -> None:
 @app.command()
 @handle_errors
 def targets(
-    stage: Annotated[str, typer.Argument(help="prepare, quantify, sweep, train or evaluate")],
+    stage: Annotated[str, typer.Argument(help="prepare, quantify, sweep, train, check or evaluate")],
     params: ParamsOpt = None,
 ) -> None:
     """Print the output paths of one stage for these params (dvc.yaml's commands run them)."""
@@ -306,6 +306,23 @@ def train_cmd(
     typer.echo(
         f"trained {dataset}/{model}/seed{seed}: val acc {s['val_accuracy']:.4f}, "
         f"test acc {s['test_accuracy']:.4f}"
+    )
+
+
+@app.command()
+@handle_errors
+def check(
+    out: Annotated[Path, typer.Option(help="output directory (results/checks)")],
+    params: ParamsOpt = None,
+) -> None:
+    """Estimator checks on data with known RUS (estimator_check.csv), for the evaluate stage's claims."""
+    from timoe.stages.check import run_check
+
+    summary = run_check(read_params(params), out_dir=out)
+    worst = ", ".join(f"x{f} {v:.3f}" for f, v in summary["max_abs_diff_bits"].items())
+    typer.echo(
+        f"estimator check: {summary['rows']} rows in {summary['seconds']:.1f} s; "
+        f"max |multi-scale - per-lag| bits by steps factor: {worst}"
     )
 
 

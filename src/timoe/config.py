@@ -22,7 +22,16 @@ DATASET_NAMES = ("hapt", "basicmotions", "synthetic-regimes", "pamap2", "wesad",
 # Baselines first, then timoe and its ablations; `oracle` routes by the true regime and exists only
 # for data sets that record one (synthetic-regimes).
 BASELINE_MODELS = ("transformer", "moe", "fusemoe", "modality-moe", "hash-moe")
-TIMOE_MODELS = ("timoe", "timoe-nolosses", "timoe-shuffled-rus", "timoe-dataset-rus")
+# timoe-lag0: the prior from lag 0 only (does the lag range matter?); context-moe: a learned gate
+# given timoe's label-free context but no interaction values (do the values add to the context?)
+TIMOE_MODELS = (
+    "timoe",
+    "timoe-nolosses",
+    "timoe-shuffled-rus",
+    "timoe-dataset-rus",
+    "timoe-lag0",
+    "context-moe",
+)
 ORACLE_MODELS = ("oracle",)
 # Not neural: the practitioner's reference (MiniRocket + ridge). Trained like the others (same
 # windows, seeds, outputs) but with no sweep and no RUS input; models.MODEL_SPECS marks it too.
@@ -745,6 +754,45 @@ class SweepConfig(_Strict):
         return v
 
 
+# ---------------------------------------------------------------- checks
+# The synthetic processes with known RUS (timoe.interactions.synthetic.PROCESSES; a test keeps both equal).
+ProcessName = Literal["unique_lag2", "synergy_lag1", "redundancy_lag3", "independent", "persistent_lead1"]
+
+
+class EstimatorCheckConfig(_Strict):
+    """The multi-scale estimator against per-lag BATCH on processes whose RUS is known (the check
+    stage; timoe.interactions.estimator_check). Defaults: benchmarks/bench_multiscale.py's sizes,
+    about 1 min on one core."""
+
+    processes: list[ProcessName] = Field(
+        default_factory=lambda: ["synergy_lag1", "unique_lag2", "redundancy_lag3"], min_length=1
+    )
+    n_lags: int = Field(8, ge=1, le=64, description="lags 0 .. n_lags-1")
+    n_windows: int = Field(60, ge=2, le=100_000)
+    window: int = Field(64, ge=2, le=100_000)
+    # 1: the paper's tau-fold saving (what the claim reads); n_lags: the same compute as per-lag
+    steps_factors: list[int] = Field(default_factory=lambda: [1, 8], min_length=1)
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT)
+    batch: BatchEstimatorConfig = BatchEstimatorConfig(discrim_epochs=10, align_epochs=5, sinkhorn_tol=1e-3)
+
+    @field_validator("steps_factors")
+    @classmethod
+    def _factors(cls, v: list[int]) -> list[int]:
+        if any(f < 1 for f in v) or len(set(v)) != len(v):
+            raise ValueError("steps_factors must be distinct integers >= 1")
+        return sorted(v)
+
+    @model_validator(mode="after")
+    def _lags_fit(self) -> EstimatorCheckConfig:
+        if self.n_lags >= self.window:
+            raise ValueError(f"n_lags {self.n_lags} leaves no sample in windows of {self.window} steps")
+        return self
+
+
+class ChecksConfig(_Strict):
+    estimator: EstimatorCheckConfig = EstimatorCheckConfig()
+
+
 # ---------------------------------------------------------------- evaluate / tracking
 class EvaluateConfig(_Strict):
     metrics: list[Literal["accuracy", "macro_f1"]] = Field(default_factory=lambda: ["accuracy", "macro_f1"])
@@ -808,6 +856,7 @@ class Params(_Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     sweep: SweepConfig = SweepConfig()
+    checks: ChecksConfig = ChecksConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     tracking: TrackingConfig = TrackingConfig()
 
@@ -825,6 +874,14 @@ class Params(_Strict):
                 raise ValueError(
                     f"rus.past_horizon {self.rus.past_horizon} is not shorter than {key} ({window} steps)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _lag0_is_estimated(self) -> Params:
+        if "timoe-lag0" in self.model.names and 0 not in self.rus.lags:
+            raise ValueError(
+                f"model.names lists timoe-lag0, whose prior is lag 0's, but rus.lags {self.rus.lags} lacks 0"
+            )
         return self
 
     @model_validator(mode="after")

@@ -132,6 +132,13 @@ STAGES: dict[str, StageSpec] = {
             ),
         ),
         StageSpec(
+            # estimator checks on data with known RUS: the input of the claims no study run measures
+            name="check",
+            output="results/checks",
+            reads=("checks",),
+            schedules=RECORD_KEYS,
+        ),
+        StageSpec(
             name="evaluate",
             output="results/benchmark",
             reads=("evaluate",),
@@ -140,6 +147,7 @@ STAGES: dict[str, StageSpec] = {
                 StageInput("models", "train"),
                 StageInput("rus", "quantify"),
                 StageInput("sweeps", "sweep", "sweep"),
+                StageInput("checks", "check"),
             ),
         ),
     )

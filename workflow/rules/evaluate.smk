@@ -1,8 +1,6 @@
 rule evaluate:
     input:
         **PIPE.inputs("evaluate"),
-        # optional inputs of claims the default runs cannot measure (`make checks` writes them)
-        checks=[CHECKS_DIR] if Path(CHECKS_DIR).is_dir() else [],
     output:
         report(
             directory(PIPE.output("evaluate")),
@@ -15,7 +13,7 @@ rule evaluate:
         resolved=RESOLVED_PATH,
         rus=lambda w, input: " ".join(f"--rus {shlex.quote(d)}" for d in input.rus),
         sweeps=lambda w, input: " ".join(f"--sweeps {shlex.quote(d)}" for d in getattr(input, "sweeps", [])),
-        checks=lambda w, input: " ".join(f"--checks {shlex.quote(d)}" for d in input.checks),
+        checks=lambda w, input: f"--checks {shlex.quote(input.checks)}",
     # Slurm asks for these (memory and time grow with each retry); declared per rule so that
     # `--default-resources` on the command line cannot drop them. MiB, minutes.
     resources:

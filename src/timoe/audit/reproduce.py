@@ -142,7 +142,7 @@ def _audited_run(store: Store, ref: str) -> tuple[Any, str]:
             f"run {run_id} is one Optuna trial; reproduce its sweep run "
             f"{tags.get('mlflow.parentRunId', '')} instead"
         )
-    if stage not in ("prepare", "quantify", "sweep", "train", "evaluate"):
+    if stage not in ("prepare", "quantify", "sweep", "train", "check", "evaluate"):
         raise AuditError(f"run {run_id} has no timoe stage tag (stage={stage!r}); it was not made by timoe")
     return run, stage
 

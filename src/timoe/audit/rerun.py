@@ -21,7 +21,7 @@ from timoe.audit.restore import Restored
 from timoe.audit.store import Store
 from timoe.audit.views import fmt_diff, table
 
-SECTIONS = ("data", "rus", "model", "train", "sweep", "evaluate", "tracking")
+SECTIONS = ("data", "rus", "model", "train", "sweep", "checks", "evaluate", "tracking")
 # Wall-clock measurements and resume bookkeeping: they describe the machine, not the result.
 DEFAULT_IGNORE = ("seconds", "*seconds", "*duration*", "wall_s", "*.wall_s", "resumed_from_epoch")
 
@@ -148,6 +148,8 @@ def stage_command(
             *opt("sweep"),
             *tail,
         ]
+    if stage == "check":
+        return ["check", *tail]
     if stage == "evaluate":
         # model0..N are positional, in order; rus{i} / sweep{i} are repeated options
         numbered = {

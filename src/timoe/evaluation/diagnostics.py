@@ -13,7 +13,15 @@ optional; a run without them gets nulls):
                     "random_routing_accuracy", "accuracy", "random_routing_drop"},
     "synergy_chance": share of experts that are synergy experts (chance for both synergy shares),
     "topk_overlap_chance": k / E,
-    "regimes": {"synergy": {"steps", "assignments", "synergy_share"}, ...}, "n_synergy", "n_experts"
+    "regimes": {"synergy": {"steps", "assignments", "synergy_share"}, ...}, "n_synergy", "n_experts",
+    "synergy_ablation": {"criterion", "all" | "synergy" | "other": {"n", "accuracy",
+                         "accuracy_syn_off", "drop"}, "per_context": [...], "per_regime": [...]}
+
+synergy_ablation (models with a prior): the test accuracy lost when the synergy experts are
+disabled (their logits masked, top-k picks among the others), on the windows whose prior says
+synergy (max S over pairs and steps > model.losses.tau_s) and on the others; runs.csv carries
+the two drops (fractions) and the two window counts as syn_off_drop_synergy / syn_off_drop_other
+and syn_off_n_synergy / syn_off_n_other (null where a group is empty or the model has no prior).
 """
 
 from __future__ import annotations
@@ -44,7 +52,11 @@ COLUMNS = (
     "diag.synergy_share_on_synergy_cells",
     "diag.synergy_chance",
     "diag.random_routing_drop",
+    "syn_off_drop_synergy",
+    "syn_off_drop_other",
 )
+# Window counts behind the two synergy-ablation drops (runs.csv only, not averaged in the table).
+ABLATION_COUNTS = ("syn_off_n_synergy", "syn_off_n_other")
 # Report headings and how each column is shown: (label, scale, decimals).
 DISPLAY = {
     "diag.n_eff": ("n_eff (experts)", 1.0, 2),
@@ -56,6 +68,8 @@ DISPLAY = {
     "diag.synergy_share_on_synergy_cells": ("synergy share (synergy tokens), %", 100.0, 1),
     "diag.synergy_chance": ("synergy chance, %", 100.0, 1),
     "diag.random_routing_drop": ("random-routing drop, pp", 100.0, 2),
+    "syn_off_drop_synergy": ("synergy experts off: drop on synergy windows, pp", 100.0, 2),
+    "syn_off_drop_other": ("synergy experts off: drop on other windows, pp", 100.0, 2),
 }
 
 
@@ -89,9 +103,14 @@ def _fallback_synergy(routing: dict[str, Any]) -> tuple[float | None, float | No
 
 def run_diagnostics(routing: dict[str, Any] | None) -> dict[str, float | None]:
     """One run's diagnostics, each a mean over layers; every column present (null when absent)."""
-    out: dict[str, float | None] = dict.fromkeys(COLUMNS)
+    out: dict[str, float | None] = dict.fromkeys((*COLUMNS, *ABLATION_COUNTS))
     if not routing:
         return out
+    ablation = routing.get("synergy_ablation") or {}
+    for group in ("synergy", "other"):
+        part = ablation.get(group) or {}
+        out[f"syn_off_drop_{group}"] = _finite(part.get("drop"))
+        out[f"syn_off_n_{group}"] = _finite(part.get("n"))
     diag = routing.get("diagnostics") or {}
     per_layer = diag.get("per_layer") or []
     for key in LAYER_KEYS:

@@ -180,3 +180,80 @@ def random_routing(model: nn.Module, seed: int = 0):
     finally:
         for r in routers:
             r.random_generator = None
+
+
+@contextmanager
+def synergy_experts_disabled(model: nn.Module, n_synergy: int):
+    """Within the block no router may pick the first n_synergy experts (the synergy experts): their
+    logits are masked before top-k, so every token still gets k experts, chosen among the others,
+    with mixing weights renormalised over them (test-time ablation: what do the synergy experts do
+    that the others cannot?). Routers that bypass logits (hash) are not affected."""
+    routers = [mod for mod in model.modules() if isinstance(mod, Router)]
+    for r in routers:
+        if r.n_experts - n_synergy < r.top_k:
+            raise ValueError(
+                f"cannot disable {n_synergy} of {r.n_experts} experts with top_k={r.top_k}: too few remain"
+            )
+        mask = torch.zeros(r.n_experts, dtype=torch.bool)
+        mask[:n_synergy] = True
+        r.disabled_experts = mask
+    try:
+        yield
+    finally:
+        for r in routers:
+            r.disabled_experts = None
+
+
+def window_synergy(prior: BatchPrior) -> Tensor:
+    """Each window's largest synergy over modality pairs and steps: prior.S [B, M, M, T] -> [B]."""
+    return prior.S.flatten(1).amax(dim=1)
+
+
+def _group(correct: Tensor, correct_off: Tensor) -> dict[str, Any]:
+    n = int(correct.numel())
+    if n == 0:
+        return {"n": 0, "accuracy": None, "accuracy_syn_off": None, "drop": None}
+    acc, off = float(correct.double().mean()), float(correct_off.double().mean())
+    return {"n": n, "accuracy": acc, "accuracy_syn_off": off, "drop": acc - off}
+
+
+def synergy_ablation_summary(
+    correct: Tensor,
+    correct_off: Tensor,
+    synergy: Tensor,
+    tau: float,
+    context: Tensor | None = None,
+    regime: Tensor | None = None,
+    regime_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The accuracy lost when the synergy experts are disabled, on the windows whose prior says
+    synergy against the others, and per context and true regime when given.
+
+    correct, correct_off [N] bool: each test window classified right with all experts / with the
+    synergy experts disabled; synergy [N] its prior's largest S (window_synergy); tau: the
+    threshold L_S uses (model.losses.tau_s), so a "synergy window" is one that L_S pushes at least
+    one token pair of towards the synergy experts; context, regime [N] long or None. Drops are
+    accuracy fractions (all experts minus synergy experts disabled)."""
+    flagged = synergy > tau
+    out: dict[str, Any] = {
+        "criterion": f"window's max S over modality pairs and steps > tau_s = {tau:g}",
+        "all": _group(correct, correct_off),
+        "synergy": _group(correct[flagged], correct_off[flagged]),
+        "other": _group(correct[~flagged], correct_off[~flagged]),
+    }
+    for key, ids in (("per_context", context), ("per_regime", regime)):
+        if ids is None:
+            continue
+        rows = []
+        for k in sorted(set(ids.tolist())):
+            sel = ids == k
+            row = {
+                "id": int(k),
+                "max_synergy": float(synergy[sel].max()),
+                **_group(correct[sel], correct_off[sel]),
+            }
+            if key == "per_regime" and regime_names is not None and k < len(regime_names):
+                row["name"] = regime_names[k]
+            rows.append(row)
+        out[key] = rows
+    return out

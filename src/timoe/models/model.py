@@ -21,6 +21,7 @@ attention and fusion), which is the comparison the benchmarks and ablations need
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +32,7 @@ from timoe.models.losses import aux_losses
 from timoe.models.moe import MoELayer
 from timoe.models.prior import PriorProvider, RegimeReader, RoutingContext
 from timoe.models.routers import (
+    ContextRouter,
     HashRouter,
     LaplaceRouter,
     ModalityRouter,
@@ -51,15 +53,20 @@ GATE_TERMS = frozenset({"load", "z"})
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """router: "dense", "softmax", "laplace", "modality", "hash", "oracle" or "rus".
+    """router: "dense", "softmax", "laplace", "modality", "hash", "oracle", "rus" or "context".
+    needs_rus: reads the quantify stage's output (the context router: only the context model and
+    each window's context id, never the R/U/S values).
     prior: which quantify table a RUS model reads ("context": the per-context bank of rus.scope;
-    "dataset": the single dataset-level table). needs_regime: reads the true regime channels."""
+    "dataset": the single dataset-level table). lags: "all" estimated lags, or "lag0": the table
+    restricted to lag 0, which the lag mapping then spreads over every step (the lag-range
+    ablation). needs_regime: reads the true regime channels."""
 
     router: str
     losses: frozenset[str] = frozenset()
     needs_rus: bool = False
     shuffle_rus: bool = False
     prior: str = "context"
+    lags: Literal["all", "lag0"] = "all"
     needs_regime: bool = False
     # "neural": a TimoeModel trained by training.loop (swept, routing diagnostics); "reference": a
     # non-neural classifier (models.reference) trained on the same windows, with no sweep, prior
@@ -83,6 +90,8 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     "timoe-nolosses": ModelSpec("rus", GATE_TERMS, needs_rus=True),
     "timoe-shuffled-rus": ModelSpec("rus", GATE_TERMS | RUS_TERMS, needs_rus=True, shuffle_rus=True),
     "timoe-dataset-rus": ModelSpec("rus", GATE_TERMS | RUS_TERMS, needs_rus=True, prior="dataset"),
+    "timoe-lag0": ModelSpec("rus", GATE_TERMS | RUS_TERMS, needs_rus=True, lags="lag0"),
+    "context-moe": ModelSpec("context", GATE_TERMS, needs_rus=True),
     "oracle": ModelSpec("oracle", GATE_TERMS, needs_regime=True),
     # MiniRocket features + ridge (models.reference): the level a practitioner reaches first.
     "minirocket": ModelSpec("none", kind="reference"),
@@ -225,6 +234,19 @@ class TimoeModel(nn.Module):
         if kind == "oracle":
             assert self.regime is not None  # checked in __init__
             return OracleRouter(cfg.d_model, e, k, n_modalities, self.regime.n_regimes)
+        if kind == "context":
+            assert self.provider is not None  # needs_rus, checked in __init__
+            r = cfg.router
+            return ContextRouter(
+                cfg.d_model,
+                e,
+                k,
+                n_modalities,
+                self.provider.n_contexts,
+                self.n_timesteps,
+                token_dim=r.token_dim,
+                code_dim=r.gru_dim,
+            )
         if kind == "rus":
             r = cfg.router
             return RusAwareRouter(

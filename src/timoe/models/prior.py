@@ -86,6 +86,15 @@ def normalise_table(df: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def lag0_table(df: pl.DataFrame) -> pl.DataFrame:
+    """Only the lag-0 rows of a quantify table (timoe-lag0). Mapped onto steps (models.rus), the
+    single lag fills every step under each mapping, so the prior is lag 0's values at every step."""
+    part = df.filter(pl.col("lag") == 0)
+    if part.is_empty():
+        raise ValueError("the lag-0 prior needs lag 0 in the RUS table; add 0 to rus.lags")
+    return part
+
+
 def shuffle_table(df: pl.DataFrame, seed: int) -> pl.DataFrame:
     """Permute whole (R, U1, U2, S, total) tuples across the rows (contexts, pairs and lags): each
     tuple stays a consistent decomposition, only where it applies is destroyed."""

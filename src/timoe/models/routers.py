@@ -57,6 +57,8 @@ class Router(nn.Module):
         self.top_k = top_k
         # Set by models.diagnostics.random_routing: route uniformly at random (test-time ablation).
         self.random_generator: torch.Generator | None = None
+        # Set by models.diagnostics.synergy_experts_disabled: [E] bool, experts top-k may not pick.
+        self.disabled_experts: Tensor | None = None
 
     def compute_logits(self, tokens: Tensor, context: RoutingContext | None) -> Tensor:
         raise NotImplementedError
@@ -73,7 +75,10 @@ class Router(nn.Module):
     def forward(self, tokens: Tensor, context: RoutingContext | None = None) -> RouterOutput:
         if self.random_generator is not None:
             return self.random_route(tokens, self.random_generator)
-        return route_from_logits(self.compute_logits(tokens, context), self.top_k)
+        logits = self.compute_logits(tokens, context)
+        if self.disabled_experts is not None:
+            logits = logits.masked_fill(self.disabled_experts.to(logits.device), _MASKED)
+        return route_from_logits(logits, self.top_k)
 
 
 class SoftmaxRouter(Router):
@@ -266,3 +271,55 @@ class RusAwareRouter(Router):
             g = roll_steps(g, shift)
         h = F.relu(self.token(tokens))  # [B, M, T, H]
         return self.gate(tokens) + self.mlp(torch.cat([h, g], dim=-1))
+
+
+class ContextRouter(Router):
+    """A learned gate told each window's context but no interaction values (the context-moe
+    control): the RUS-aware router with its interaction path replaced by a free learned code per
+    (context, modality, step). For the token of modality m at step t of window b in context c(b)
+    (the label-free assignment of the window that timoe's prior uses, `BatchPrior.context`):
+
+    e = code[c(b), m, t]              [B, M, T, code_dim]   (rolled with any time shift)
+    h = ReLU(W x)                     [B, M, T, token_dim]
+    logits = W_g x + MLP([h; e])      [B, M, T, E]
+
+    timoe's g_c is a function of its context's R/U/S tables; here the code is learned from the
+    task, so timoe against this model asks whether the interaction values add anything to
+    knowing the context.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_experts: int,
+        top_k: int,
+        n_modalities: int,
+        n_contexts: int,
+        max_steps: int,
+        token_dim: int = 64,
+        code_dim: int = 64,
+    ) -> None:
+        super().__init__(d_model, n_experts, top_k)
+        self.n_modalities = n_modalities
+        self.gate = nn.Linear(d_model, n_experts, bias=False)
+        self.token = nn.Linear(d_model, token_dim)
+        # std 0.3: about the spread of timoe's g at initialisation (a fresh GRU's outputs: std
+        # 0.18-0.33 measured at gru_dim 64-8), so the MLP first sees both inputs at one scale.
+        self.code = nn.Parameter(0.3 * torch.randn(n_contexts, n_modalities, max_steps, code_dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(token_dim + code_dim, token_dim), nn.ReLU(), nn.Linear(token_dim, n_experts)
+        )
+
+    def compute_logits(self, tokens: Tensor, context: RoutingContext | None) -> Tensor:
+        _, m, t, _ = tokens.shape
+        if context is None or context.prior is None:
+            raise ValueError("the context router needs each window's context (context.prior.context)")
+        if m != self.n_modalities:
+            raise ValueError(f"router built for {self.n_modalities} modalities, got tokens of {m}")
+        if t > self.code.shape[2]:
+            raise ValueError(f"context codes cover {self.code.shape[2]} steps, input has {t}")
+        e = self.code[:, :, :t][context.prior.context]  # [B, M, T, code_dim]
+        if context.prior.token_shift is not None:
+            e = roll_steps(e, context.prior.token_shift)
+        h = F.relu(self.token(tokens))  # [B, M, T, token_dim]
+        return self.gate(tokens) + self.mlp(torch.cat([h, e], dim=-1))

@@ -66,15 +66,18 @@ def routing_summary(
     batch_size: int = 256,
 ) -> dict[str, Any] | None:
     """Expert usage and routing diagnostics on the test windows (models.diagnostics); with a prior,
-    usage per interaction regime of the test windows' average prior; and the accuracy lost when
-    routing is replaced by uniform-random routing ("does routing matter")."""
+    usage per interaction regime of the test windows' average prior, and the accuracy lost when the
+    synergy experts are disabled, on the windows whose prior says synergy and on the others
+    (`synergy_ablation`); and the accuracy lost when routing is replaced by uniform-random routing
+    ("does routing matter")."""
     from timoe.models import interaction_regime_usage
-    from timoe.models.diagnostics import RoutingDiagnostics, random_routing
+    from timoe.models.diagnostics import RoutingDiagnostics, random_routing, window_synergy
     from timoe.models.prior import regime_of
 
     inner = getattr(model, "inner", model)
     model.eval()
     stats, diag, priors = None, None, []
+    windows: dict[str, list[torch.Tensor]] = {"correct": [], "synergy": [], "context": [], "regime": []}
     truth = regime_channels(meta)
     n_regimes = len(truth)
     for i in range(0, len(x), batch_size):
@@ -93,6 +96,12 @@ def routing_summary(
         diag.update(out.routes, torch.from_numpy(labels[i : i + batch_size]), regime, prior, tau)
         if prior is not None:
             priors.append((prior, len(xb)))
+            truth_b = torch.from_numpy(labels[i : i + len(xb)])
+            windows["correct"].append(out.logits.argmax(-1).cpu() == truth_b)
+            windows["synergy"].append(window_synergy(prior).cpu())
+            windows["context"].append(prior.context.cpu())
+            if regime is not None:
+                windows["regime"].append(regime.cpu())
     if stats is None or diag is None:
         return None
     modality_names = list(meta["modalities"])
@@ -109,9 +118,41 @@ def routing_summary(
         "random_routing_accuracy": random_accuracy,
         "random_routing_drop": accuracy - random_accuracy,
     }
+    if windows["correct"] and 0 < inner.n_synergy <= params.model.n_experts - params.model.top_k:
+        summary["synergy_ablation"] = _synergy_ablation(model, x, labels, device, params, meta, windows)
     summary["synergy_chance"] = inner.n_synergy / params.model.n_experts
     summary["topk_overlap_chance"] = params.model.top_k / params.model.n_experts
     return summary
+
+
+def _synergy_ablation(
+    model: torch.nn.Module,
+    x: np.ndarray,
+    labels: np.ndarray,
+    device: torch.device,
+    params: Params,
+    meta: dict[str, Any],
+    windows: dict[str, list[torch.Tensor]],
+) -> dict[str, Any]:
+    """Classify the test windows again with the synergy experts disabled (their logits masked, so
+    top-k picks among the others) and summarise the drop per group (models.diagnostics)."""
+    from timoe.models.diagnostics import synergy_ablation_summary, synergy_experts_disabled
+
+    inner = getattr(model, "inner", model)
+    with synergy_experts_disabled(model, inner.n_synergy):
+        prob = predict(model, x, device)
+    correct_off = torch.from_numpy(prob.argmax(axis=1) == labels)
+    regime = torch.cat(windows["regime"]) if windows["regime"] else None
+    names = (meta.get("extra") or {}).get("regime_names")
+    return synergy_ablation_summary(
+        torch.cat(windows["correct"]),
+        correct_off,
+        torch.cat(windows["synergy"]),
+        params.model.losses.tau_s,
+        context=torch.cat(windows["context"]),
+        regime=regime,
+        regime_names=names,
+    )
 
 
 def _mean_prior(priors: list[tuple[Any, int]], names: tuple[str, ...]) -> Any:

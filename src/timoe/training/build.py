@@ -67,6 +67,7 @@ def build_provider(params: Params, model_name: str, meta: dict[str, Any], rus: R
         ContextAssigner,
         PriorProvider,
         bank_from_table,
+        lag0_table,
         normalise_table,
         shuffle_table,
     )
@@ -74,6 +75,8 @@ def build_provider(params: Params, model_name: str, meta: dict[str, Any], rus: R
     table = rus.table
     if params.model.losses.relative:
         table = normalise_table(table)
+    if MODEL_SPECS[model_name].lags == "lag0":
+        table = lag0_table(table)
     if MODEL_SPECS[model_name].shuffle_rus:
         table = shuffle_table(table, SHUFFLE_SEED)
     names, n_raw = list(meta["modalities"]), int(meta["n_timesteps"])
