@@ -25,10 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from timoe.interactions.discretize import kmeans as shared_kmeans
+
 SCOPES = ("dataset", "subject", "context")
 SPEC_VERSION = 1
 MIN_CONTEXT_WINDOWS = 50  # default smallest training-window count a k-means context may keep
-N_RESTARTS = 8  # k-means++ restarts; the lowest-inertia run wins (ties: the earliest)
+N_RESTARTS = 8  # k-means++ restarts; the lowest-inertia run wins
 MAX_ITER = 300
 
 
@@ -302,45 +304,6 @@ def _order_centroids(c: np.ndarray) -> np.ndarray:
 
 
 def kmeans(z: np.ndarray, k: int, seed: int, n_restarts: int = N_RESTARTS) -> np.ndarray:
-    """Seeded k-means (k-means++ init, Lloyd iterations, `n_restarts` restarts); returns [k, F]
-    centroids of the lowest-inertia restart.  Deterministic: numpy only, no threaded reductions."""
-    z = np.asarray(z, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    best, best_inertia = None, math.inf
-    for _ in range(n_restarts):
-        centroids, inertia = _lloyd(z, _kmeans_pp(z, k, rng))
-        if inertia < best_inertia:
-            best, best_inertia = centroids, inertia
-    assert best is not None
-    return best
-
-
-def _sq_dist(z: np.ndarray, c: np.ndarray) -> np.ndarray:
-    return ((z[:, None, :] - c[None, :, :]) ** 2).sum(-1)  # [N, K]
-
-
-def _kmeans_pp(z: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k-means++: each next centre drawn with probability ∝ squared distance to the nearest chosen."""
-    centres = [z[rng.integers(len(z))]]
-    d = _sq_dist(z, centres[0][None])[:, 0]
-    for _ in range(1, k):
-        total = d.sum()
-        i = int(rng.choice(len(z), p=d / total)) if total > 0 else int(rng.integers(len(z)))
-        centres.append(z[i])
-        d = np.minimum(d, _sq_dist(z, z[i][None])[:, 0])
-    return np.stack(centres)
-
-
-def _lloyd(z: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, float]:
-    labels = None
-    for _ in range(MAX_ITER):
-        new = _sq_dist(z, c).argmin(1)
-        if labels is not None and np.array_equal(new, labels):
-            break
-        labels = new
-        for j in range(len(c)):
-            members = z[labels == j]
-            if len(members):  # an emptied cluster keeps its centre; it may win points back
-                c[j] = members.mean(0)
-    d = _sq_dist(z, c)
-    return c, float(d.min(1).sum())
+    """[k, F] centroids of seeded k-means on z [N, F], the lowest-inertia of `n_restarts`
+    k-means++ starts (scikit-learn's, through timoe.interactions.discretize.kmeans)."""
+    return shared_kmeans(z, k, seed, n_init=n_restarts, max_iter=MAX_ITER)

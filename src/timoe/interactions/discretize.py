@@ -5,8 +5,8 @@ Fit on training data only, then apply to any data.  Three methods:
   few distinct values gets fewer occupied bins);
 - uniform: per column, n_bins equal-width bins over the training range (values outside clip to
   the end bins);
-- kmeans: rows are points (columns standardised with training mean/std), k-means++ seeded with
-  numpy, Lloyd iterations; the code is the nearest centroid.
+- kmeans: rows are points (columns standardised with training mean/std), scikit-learn's k-means
+  (`kmeans` below, also the contexts' one); the code is the nearest centroid.
 Codes are int64 in [0, n_bins).  quantile/uniform keep the input's shape ((N,) → (N,), (N, D) →
 (N, D)); kmeans maps (N,) or (N, D) to (N,).
 """
@@ -93,34 +93,28 @@ def _nearest(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
     return d2.argmin(1).astype(np.int64)
 
 
+def kmeans(x: np.ndarray, k: int, seed: int, *, n_init: int = 1, max_iter: int = 300) -> np.ndarray:
+    """[k, D] centres of scikit-learn's k-means on x [N, D]: k-means++ seeding from `seed`, Lloyd
+    iterations until no point changes cluster (tol 0), the lowest-inertia of `n_init` starts.
+
+    Timoe's one k-means (the discretiser's and the contexts'). One OpenMP thread: scikit-learn
+    splits the centre sums across threads, so the thread count of a machine would otherwise reach
+    the last bits of the centres; the inputs here are small.
+    """
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        fitted = KMeans(
+            n_clusters=k, n_init=n_init, max_iter=max_iter, tol=0.0, random_state=seed, algorithm="lloyd"
+        ).fit(np.asarray(x, dtype=np.float64))
+    return fitted.cluster_centers_
+
+
 def _kmeans(x: np.ndarray, k: int, seed: int, max_iter: int) -> np.ndarray:
-    """k-means++ initialisation and Lloyd iterations; k shrinks to the number of distinct points."""
-    rng = np.random.default_rng(seed)
-    distinct = np.unique(x, axis=0)
-    k = min(k, len(distinct))
-    centers = [distinct[rng.integers(len(distinct))]]
-    d2 = ((distinct - centers[0]) ** 2).sum(1)
-    for _ in range(1, k):
-        # Seeding on distinct points keeps k-means++ from picking the same value twice.
-        probs = d2 / d2.sum() if d2.sum() > 0 else np.full(len(distinct), 1.0 / len(distinct))
-        nxt = distinct[rng.choice(len(distinct), p=probs)]
-        centers.append(nxt)
-        d2 = np.minimum(d2, ((distinct - nxt) ** 2).sum(1))
-    c = np.array(centers)
-    labels = _nearest(x, c)
-    for _ in range(max_iter):
-        counts = np.bincount(labels, minlength=k)
-        sums = np.zeros_like(c)
-        np.add.at(sums, labels, x)
-        empty = counts == 0
-        c = np.where(empty[:, None], c, sums / np.maximum(counts, 1)[:, None])
-        if empty.any():  # re-seed an empty cluster at the point farthest from its centre
-            far = ((x - c[labels]) ** 2).sum(1).argsort()[::-1][: int(empty.sum())]
-            c[empty] = x[far]
-        new = _nearest(x, c)
-        if np.array_equal(new, labels):
-            break
-        labels = new
+    """k-means centres, k shrunk to the number of distinct points, in lexicographic order."""
+    k = min(k, len(np.unique(x, axis=0)))
+    c = kmeans(x, k, seed, max_iter=max_iter)
     return c[np.lexsort(c.T[::-1])]  # order centres so codes do not depend on the seed's draw order
 
 
