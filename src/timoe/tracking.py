@@ -9,7 +9,6 @@ outputs (run_id.txt) so artifacts and runs link both ways.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import fnmatch
 import hashlib
 import json
@@ -131,15 +130,13 @@ def store_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
+    from filelock import FileLock  # flock where the file system has it; released if the process dies
+
     db = Path(uri[len("sqlite:///") :])
     db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            init_store(uri)
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(db.with_name(db.name + ".lock")):
+        init_store(uri)
+        yield
 
 
 def experiment_name(prefix: str, stage: str, dataset: str | None) -> str:

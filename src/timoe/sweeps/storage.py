@@ -9,7 +9,6 @@ workers receive it through the environment.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -168,12 +167,10 @@ class TrialClaim:
             with self._pg_lock():
                 yield
             return
-        with open(self.lock_file, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        from filelock import FileLock  # flock where the file system has it; released if a worker dies
+
+        with FileLock(self.lock_file):
+            yield
 
     @contextlib.contextmanager
     def _pg_lock(self) -> Iterator[None]:
