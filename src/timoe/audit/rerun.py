@@ -64,7 +64,8 @@ def compare_metrics(
 
 def metric_table(rows: list[MetricRow]) -> str:
     body = [[r.metric, r.recorded, r.reproduced, fmt_diff(r.recorded, r.reproduced), r.status] for r in rows]
-    return table(["metric", "recorded", "reproduced", "diff", "status"], body)
+    # exact: a rerun's verdict turns on the last digit, so both values are printed in full
+    return table(["metric", "recorded", "reproduced", "diff", "status"], body, exact=True)
 
 
 def unflatten_params(params: dict[str, str]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ LINEAGE_KEYS = (
 )
 DEFAULT_METRIC_COLUMNS = ("val_accuracy", "test_accuracy")
 SHORT_ID = 12
+SIGNIFICANT_DIGITS = 4  # metrics in the tables people read
 
 
 def fmt_value(v: Any) -> str:
@@ -31,6 +32,13 @@ def fmt_value(v: Any) -> str:
             return str(int(v))
         return repr(v)
     return "" if v is None else str(v)
+
+
+def fmt_cell(v: Any, exact: bool = False) -> str:
+    """A table cell for people: floats to SIGNIFICANT_DIGITS (--json and CSV keep every digit)."""
+    if exact or not isinstance(v, float) or not math.isfinite(v) or v.is_integer():
+        return fmt_value(v)
+    return f"{v:.{SIGNIFICANT_DIGITS}g}"
 
 
 def fmt_diff(a: Any, b: Any) -> str:
@@ -57,8 +65,11 @@ def fmt_size(n: int | None) -> str:
     return str(n)
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], max_width: int = 60) -> str:
-    cells = [[_clip(fmt_value(c), max_width) for c in row] for row in rows]
+def table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], max_width: int = 60, *, exact: bool = False
+) -> str:
+    """Aligned columns; floats rounded for reading unless `exact` (reproduce's recorded vs rerun)."""
+    cells = [[_clip(fmt_cell(c, exact), max_width) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
