@@ -67,6 +67,7 @@ def _train_output(d: Path, model: str, seed: int, acc: float, rng: np.random.Gen
             "train_routing_entropy": None if model == "transformer" else 1.9,
         }
         for e in range(6)
+        if model != "minirocket"  # the reference model trains without epochs
     ]
     meta = {
         "dataset": "hapt",
@@ -77,8 +78,8 @@ def _train_output(d: Path, model: str, seed: int, acc: float, rng: np.random.Gen
         "history": history,
     }
     (d / "metrics.json").write_text(json.dumps(meta))
-    if model == "transformer":
-        return  # dense: no routing
+    if model in ("transformer", "minirocket"):
+        return  # dense or the reference: no routing
     layer = {
         "layer": 0,
         "n_eff": 5.5,
@@ -120,7 +121,7 @@ def report(tmp_path_factory) -> Path:
     raw["tracking"]["uri"] = f"sqlite:///{base / 'mlflow.db'}"
     rng = np.random.default_rng(0)
     dirs = []
-    for model, acc in (("transformer", 0.85), ("moe", 0.80), ("timoe", 0.9)):
+    for model, acc in (("transformer", 0.85), ("moe", 0.80), ("timoe", 0.9), ("minirocket", 0.95)):
         for seed in range(3):
             d = base / "models" / "hapt" / model / f"seed{seed}"
             _train_output(d, model, seed, acc, rng)
@@ -213,14 +214,15 @@ def test_report_renders_in_a_browser(report):
     dom.feed(res.stdout)
     text = "".join(dom.text)
 
-    assert dom.h2[0] == "Claims"  # the verdicts come first
+    # the level first (against the reference), then the verdicts
+    assert dom.h2[:2] == ["Where the models stand: against the reference", "Claims"]
     assert "HELD" in text or "FAILED" in text
     # no Markdown left raw: emphasis, strong, table rules, image syntax
     for marker in ("**", "|---", "| ---", "!["):
         assert marker not in text, f"raw Markdown {marker!r} in the page"
     assert not re.search(r"(?<![\w\\])_[^_\s][^_\n]*_(?!\w)", text), "raw _emphasis_ in the page"
     assert not any(line.lstrip().startswith("|") for line in text.splitlines()), "a table left as text"
-    assert dom.tables >= 5  # claims, metrics, baseline tests, diagnostics, recall
+    assert dom.tables >= 6  # reference gaps, claims, metrics, baseline tests, diagnostics, recall
 
     assert dom.figures and len(dom.imgs) == sum(len(f["imgs"]) for f in dom.figures)
     for fig in dom.figures:
@@ -247,7 +249,11 @@ def test_screenshot_is_not_blank(report):
 
 def test_report_files_agree(report):
     md = (report / "report.md").read_text()
-    assert md.index("## Claims") < md.index("## Test metrics")
+    assert md.index("## Where the models stand") < md.index("## Claims") < md.index("## Test metrics")
+    gaps = pl.read_csv(report / "reference_gaps.csv")
+    assert sorted(gaps["model"].to_list()) == ["moe", "timoe", "transformer"]
+    assert (gaps["value"] < 0).all() and (gaps["low"] <= gaps["value"]).all()  # all below minirocket
+    assert "| hapt | **minirocket** (reference) |" in md and (report / "accuracy_levels.png").is_file()
     claims = pl.read_csv(report / "claims.csv")
     assert {"claim", "dataset", "verdict", "p_value", "reason"} <= set(claims.columns)
     moe = claims.filter(pl.col("claim") == "beats_moe").row(0, named=True)

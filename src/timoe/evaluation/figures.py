@@ -28,6 +28,10 @@ CAPTIONS = {
     "routing; flat lines mean the prior is the same at every step.",
     "sweep": "Validation metric of each sweep trial (dots) and the best so far (line). A best-so-far "
     "line still rising at the last trial means the sweep was too short.",
+    "levels": "Test accuracy of each model (dot) with its 95 % interval over test subjects × seeds "
+    "(bar), one panel per data set; the reference model (MiniRocket + ridge) in orange, its "
+    "interval shaded across the panel. A model whose bar lies left of the band is below what the "
+    "practitioner's first tool reaches on the same windows.",
 }
 
 
@@ -154,6 +158,40 @@ def sweep_history_figure(trials_csv: dict[str, Path], title: str, path: Path) ->
     ax.set_ylabel("validation metric")
     ax.legend(fontsize=6)
     ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def levels_figure(levels: pl.DataFrame, reference: str, path: Path) -> Path | None:
+    """Accuracy per model × data set with its interval (evaluation.reference.accuracy_levels rows:
+    dataset, model, value, low, high in %), the reference model marked; None without rows."""
+    if levels.is_empty():
+        return None
+    plt = matplotlib_agg()
+    datasets = sorted(levels["dataset"].unique().to_list())
+    n_models = max(levels.group_by("dataset").len()["len"].to_list())
+    fig, axes = plt.subplots(
+        1, len(datasets), figsize=(max(6.0, 4.2 * len(datasets)), 0.32 * n_models + 1.6), squeeze=False
+    )
+    for ax, ds in zip(axes[0], datasets, strict=True):
+        sub = levels.filter(pl.col("dataset") == ds).sort("value")
+        names = sub["model"].to_list()
+        y = np.arange(len(names))
+        value, low, high = (sub[c].to_numpy() for c in ("value", "low", "high"))
+        colours = ["tab:orange" if m == reference else "tab:blue" for m in names]
+        for i, colour in enumerate(colours):  # errorbar takes one colour per call
+            err = [[value[i] - low[i]], [high[i] - value[i]]]
+            ax.errorbar(value[i], y[i], xerr=err, color=colour, fmt="o", markersize=4, capsize=2)
+        if reference in names:
+            i = names.index(reference)
+            ax.axvspan(low[i], high[i], color="tab:orange", alpha=0.15, lw=0)
+        ax.set_yticks(y, names, fontsize=8)
+        ax.set_xlabel("test accuracy (%)")
+        ax.set_title(ds, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Test accuracy per model, 95 % interval (subjects × seeds)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

@@ -105,10 +105,13 @@ def report_blocks(
     metrics: list[str],
     figures: list[Figure],
     claim_settings: ClaimSettings | None = None,
+    reference: list[Block] | None = None,
 ) -> list[Block]:
-    """The report's content in order: claims first (what the benchmark says), then the evidence."""
+    """The report's content in order: where the models stand against the reference (`reference`:
+    evaluate's section, so a reader sees the level first), the claims, then the evidence."""
     blocks: list[Block] = [
         "# timoe benchmark",
+        *(reference or []),
         "## Claims",
         "Each claim of the paper, tested on the runs: HELD (the claim is shown), REFUTED (its "
         "opposite is shown against the smallest effect of interest), INCONCLUSIVE (neither: the "
