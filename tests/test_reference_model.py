@@ -150,3 +150,31 @@ def test_training_the_reference_twice_with_a_seed_gives_identical_outputs(
     assert run.data.tags["stage"] == "train" and run.data.tags["wildcard.model"] == "minirocket"
     assert "input.data.sha256" in run.data.tags and "input.sweep.sha256" not in run.data.tags
     assert {"fit_seconds", "predict_seconds", "test_accuracy"} <= set(run.data.metrics)
+
+
+def _scores(acc: dict[str, list[list[int]]], n: int = 50) -> pl.DataFrame:
+    """Per (model, seed, subject) scores: acc[model][seed][subject] correct of n windows."""
+    rows = [
+        {"dataset": "d", "model": m, "seed": s, "subject": j, "n": n, "correct": c}
+        for m, grid in acc.items()
+        for s, per in enumerate(grid)
+        for j, c in enumerate(per)
+    ]
+    return pl.DataFrame(rows)
+
+
+def test_the_gap_to_the_reference_is_the_paired_pooled_difference() -> None:
+    from timoe.evaluation.reference import accuracy_levels, gaps_markdown, reference_gaps
+
+    scores = _scores({"minirocket": [[48, 47], [49, 46], [48, 48]], "timoe": [[45, 44], [46, 40], [44, 47]]})
+    gaps = reference_gaps(scores, 2000, 0)
+    row = gaps.row(0, named=True)
+    expected = 100 * ((45 + 44 + 46 + 40 + 44 + 47) - (48 + 47 + 49 + 46 + 48 + 48)) / 300
+    assert row["model"] == "timoe" and row["value"] == pytest.approx(expected)
+    assert row["low"] < row["value"] < row["high"] and (row["n_seeds"], row["n_subjects"]) == (3, 2)
+    levels = accuracy_levels(scores, 2000, 0)
+    assert levels.filter(pl.col("model") == "minirocket")["value"][0] == pytest.approx(100 * 286 / 300)
+    assert (levels["high"] <= 100).all()
+    assert "| d | **minirocket** (reference) | 95.33 |" in gaps_markdown(gaps, levels)
+    alone = reference_gaps(scores.filter(pl.col("model") == "timoe"), 2000, 0)
+    assert alone.is_empty() and "No minirocket run" in gaps_markdown(alone, levels)
