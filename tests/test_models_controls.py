@@ -167,7 +167,8 @@ def test_synergy_ablation_summary_by_hand() -> None:
     assert s["other"]["n"] == 3 and s["other"]["drop"] == pytest.approx(1 / 3)
     assert s["all"]["drop"] == pytest.approx(2 / 6)
     assert [r["id"] for r in s["per_context"]] == [0, 1] and s["per_regime"][1]["name"] == "y"
-    empty = synergy_ablation_summary(correct, off, syn, 5.0)
+    assert s["n_above_tau_s"] == 3 and s["threshold_s"] == pytest.approx(0.5)
+    empty = synergy_ablation_summary(correct, off, torch.full((6,), 0.3), 0.2)  # one prior for all
     assert empty["synergy"]["n"] == 0 and empty["synergy"]["drop"] is None
 
 

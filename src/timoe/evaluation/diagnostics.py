@@ -19,7 +19,7 @@ optional; a run without them gets nulls):
 
 synergy_ablation (models with a prior): the test accuracy lost when the synergy experts are
 disabled (their logits masked, top-k picks among the others), on the windows whose prior says
-synergy (max S over pairs and steps > model.losses.tau_s) and on the others; runs.csv carries
+synergy (the top third by the prior's max S over pairs and steps) and on the others; runs.csv carries
 the two drops (fractions) and the two window counts as syn_off_drop_synergy / syn_off_drop_other
 and syn_off_n_synergy / syn_off_n_other (null where a group is empty or the model has no prior).
 """
