@@ -328,8 +328,14 @@ def loop_settings(
 def _optimiser(
     model: nn.Module, settings: LoopSettings, n_train: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW with a per-step warm-up + cosine schedule over settings.epochs epochs."""
-    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    """AdamW with a per-step warm-up + cosine schedule over settings.epochs epochs.
+
+    fused=True (CPU and CUDA kernels alike): one kernel over every parameter instead of torch's
+    per-tensor loop, which for these ~200 small tensors cost 5.5 ms a step against 0.8 ms (clip
+    + step of timoe's 222 tensors: 8.8 -> 3.0 ms). Other devices keep torch's default."""
+    params = list(model.parameters())
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay, fused=fused or None)
     steps_per_epoch = max(1, math.ceil(n_train / settings.batch_size))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, _cosine_with_warmup(settings.warmup_epochs * steps_per_epoch, settings.epochs * steps_per_epoch)
