@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from repo_support import BIN, copy_repo, git_commit_all, sh
+from timoe.models.model import needs_rus
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -211,7 +212,8 @@ def test_train_change_reruns_train_and_evaluate_only(pipeline):
     # figures; the dense transformer does not read RUS and is not retrained
     assert _planned_rules(repo, "rus:\n  n_bins: 5\n") == {"quantify", "sweep", "train", "evaluate"}
     planned = _planned_jobs(repo, "rus:\n  n_bins: 5\n")
-    assert planned and all("/timoe" in j for j in planned if j.startswith("results/models/"))
+    assert planned and all(needs_rus(j.split("/")[3]) for j in planned if j.startswith("results/models/"))
+    assert any("/context-moe/" in j for j in planned)  # reads the contexts, not the values, of quantify
     (repo / "extra.yaml").unlink()
 
 
