@@ -8,7 +8,7 @@ CORES ?= 2
 # Snakemake opens them (bare `snakemake --configfile` runs the Python of a YTE file, see README).
 SNAKEMAKE := $(BIN)/timoe study --cores $(CORES) --profile workflow/profiles/default
 
-.PHONY: setup run test lint smoke push pull report ui clean checks server
+.PHONY: setup run test lint smoke push pull report ui clean server
 
 LOCK := requirements.lock
 # The locked set first, exactly and hash-checked (data carriers included, still without their
@@ -84,11 +84,6 @@ pull: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/timoe dvc-remote
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc pull -q
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(SNAKEMAKE) --touch --quiet
-
-# Optional inputs of the report's estimator claim (multi-scale vs per-lag BATCH on the ground-truth
-# processes, a few minutes); the next `make run` / snakemake reruns evaluate with them.
-checks: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/bench_multiscale.py --out results/checks/estimator_check.csv
 
 report: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(SNAKEMAKE) --report results/snakemake-report.zip
