@@ -32,6 +32,19 @@ class RouterOutput:
     topk_weights: Tensor
 
 
+def expert_softmax(logits: Tensor) -> Tensor:
+    """softmax over the last (experts) dim of logits [..., E]; same shape, values to 1 ulp.
+
+    Why not torch.softmax(logits, -1): ATen's CPU kernel vectorises along the reduced dim, and
+    with E = 8 experts it runs at about 1/20 of exp's rate (0.9 ms forward for 6144 tokens, one
+    thread). Reducing over the outer dim of the [E, N] view instead vectorises across tokens:
+    0.11 ms forward, 0.28 ms forward + backward against 1.6 ms. The result keeps the experts-outer
+    layout (a non-contiguous view); every consumer indexes it, none needs it contiguous.
+    """
+    n_experts = logits.shape[-1]
+    return torch.softmax(logits.reshape(-1, n_experts).t(), dim=0).t().reshape(logits.shape)
+
+
 def route_from_logits(logits: Tensor, top_k: int) -> RouterOutput:
     """Full softmax for the losses; top-k on the logits; mixing weights = softmax over the k
     selected logits (= the full probabilities renormalised over the selection).
@@ -39,9 +52,9 @@ def route_from_logits(logits: Tensor, top_k: int) -> RouterOutput:
     With k = 1 that softmax is identically 1 and the task loss would never reach the router, so
     k = 1 follows Switch instead: the weight is the chosen expert's full probability.
     """
-    probs = torch.softmax(logits, dim=-1)
+    probs = expert_softmax(logits)
     top_logits, top_idx = logits.topk(top_k, dim=-1)
-    weights = probs.gather(-1, top_idx) if top_k == 1 else torch.softmax(top_logits, dim=-1)
+    weights = probs.gather(-1, top_idx) if top_k == 1 else expert_softmax(top_logits)
     return RouterOutput(logits, probs, top_idx, weights)
 
 
