@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from timoe.models.losses import tempered_probs
+from timoe.config import LossConfig
+from timoe.models import RusPrior
+from timoe.models.losses import layer_parts, redundancy_loss, tempered_probs, uniqueness_loss
 from timoe.models.routers import SoftmaxRouter, expert_softmax, route_from_logits
 
 
@@ -95,3 +97,19 @@ def test_kernels_are_deterministic_on_cpu() -> None:
 
     for a, b in zip(run(), run(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_layer_parts_share_one_pair_jsd_with_the_same_values() -> None:
+    """redundancy and uniqueness computed from one pair_jsd equal the stand-alone terms."""
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(4, 3, 6, 8, generator=g)
+    route = route_from_logits(logits, 2)
+    prior = RusPrior(
+        torch.rand(3, 6, generator=g), torch.rand(3, 3, 6, generator=g), torch.rand(3, 3, 6, generator=g)
+    )
+    cfg = LossConfig(weighting="soft", probs="tempered", tau_r=0.3, tau_u=0.4, tau_s=0.5)
+    parts = layer_parts(route, prior, cfg, 2, ["redundancy", "uniqueness"])
+    probs = tempered_probs(logits, cfg.temperature)
+    width = cfg.soft_width
+    assert torch.equal(parts["redundancy"], redundancy_loss(probs, prior.R, cfg.tau_r, width))
+    assert torch.equal(parts["uniqueness"], uniqueness_loss(probs, prior.U, cfg.tau_u, width))

@@ -83,21 +83,32 @@ def _pair_values(x: Tensor, i: Tensor, j: Tensor, t: int) -> Tensor:
     return x[..., i, j, :t]
 
 
-def redundancy_loss(probs: Tensor, R: Tensor, tau: float, soft_width: float | None = None) -> Tensor:
-    """Weighted mean JSD over (b, m1<m2, t) of the cells with R > tau. R [M, M, >=T] or [B, M, M, >=T]."""
+def pair_jsd(probs: Tensor) -> Tensor:
+    """JSD between the routing of every modality pair m1 < m2: probs [B, M, T, E] -> [B, P, T]."""
+    i, j = _pair_index(probs.shape[1], probs.device)
+    return jsd(probs[:, i], probs[:, j])
+
+
+def redundancy_loss(
+    probs: Tensor, R: Tensor, tau: float, soft_width: float | None = None, divergence: Tensor | None = None
+) -> Tensor:
+    """Weighted mean JSD over (b, m1<m2, t) of the cells with R > tau. R [M, M, >=T] or [B, M, M, >=T].
+    `divergence`: pair_jsd(probs) if the caller has it already (the uniqueness term shares it)."""
     t = probs.shape[2]
     i, j = _pair_index(probs.shape[1], probs.device)
     w = cell_weights(_pair_values(R, i, j, t), tau, soft_width)
-    return _weighted_mean(jsd(probs[:, i], probs[:, j]), w)
+    return _weighted_mean(pair_jsd(probs) if divergence is None else divergence, w)
 
 
-def uniqueness_loss(probs: Tensor, U: Tensor, tau: float, soft_width: float | None = None) -> Tensor:
+def uniqueness_loss(
+    probs: Tensor, U: Tensor, tau: float, soft_width: float | None = None, divergence: Tensor | None = None
+) -> Tensor:
     """Minus the weighted mean JSD over (b, m1<m2, t) where U[m1, t] > tau and U[m2, t] > tau.
-    U [M, >=T] or [B, M, >=T]."""
+    U [M, >=T] or [B, M, >=T]. `divergence`: pair_jsd(probs) if the caller has it already."""
     t = probs.shape[2]
     i, j = _pair_index(probs.shape[1], probs.device)
     w = cell_weights(U[..., i, :t], tau, soft_width) * cell_weights(U[..., j, :t], tau, soft_width)
-    return -_weighted_mean(jsd(probs[:, i], probs[:, j]), w)
+    return -_weighted_mean(pair_jsd(probs) if divergence is None else divergence, w)
 
 
 def synergy_loss(
@@ -159,6 +170,7 @@ def layer_parts(
     parts: dict[str, Tensor] = {}
     width = cfg.soft_width if cfg.weighting == "soft" else None
     probs = None
+    divergence = None  # pair_jsd(probs), computed once for the redundancy and uniqueness terms
     for term in terms:
         if term == "load":
             parts[term] = load_balance_loss(route.probs, route.topk_idx)
@@ -169,10 +181,12 @@ def layer_parts(
         if prior is None:
             raise ValueError(f"loss term {term!r} needs a RUS prior")
         probs = _loss_probs(route, cfg) if probs is None else probs
+        if term in ("redundancy", "uniqueness") and divergence is None:
+            divergence = pair_jsd(probs)
         if term == "redundancy":
-            parts[term] = redundancy_loss(probs, prior.R, cfg.tau_r, width)
+            parts[term] = redundancy_loss(probs, prior.R, cfg.tau_r, width, divergence)
         elif term == "uniqueness":
-            parts[term] = uniqueness_loss(probs, prior.U, cfg.tau_u, width)
+            parts[term] = uniqueness_loss(probs, prior.U, cfg.tau_u, width, divergence)
         elif term == "synergy":
             parts[term] = synergy_loss(probs, prior.S, cfg.tau_s, n_synergy, width)
         else:
