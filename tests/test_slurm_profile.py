@@ -44,7 +44,7 @@ def _dry_run(repo: Path, *args: str) -> dict[str, list[dict[str, str]]]:
 def test_command_line_default_resources_keep_the_rules_memory_and_time(repo: Path):
     plan = _dry_run(repo, "--profile", "workflow/profiles/slurm",
                     "--default-resources", "slurm_account=acct", "slurm_partition=part")  # fmt: skip
-    assert set(plan) == {"prepare", "quantify", "sweep", "train", "evaluate"}
+    assert set(plan) == {"prepare", "quantify", "check", "sweep", "train", "evaluate"}
     for rule, jobs in plan.items():
         for res in jobs:
             assert res["slurm_account"] == "acct" and res["slurm_partition"] == "part"
