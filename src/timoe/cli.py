@@ -335,7 +335,7 @@ def evaluate(
     sweeps: Annotated[list[Path] | None, typer.Option(help="sweep outputs, for the sweep history")] = None,
     checks: Annotated[
         Path | None,
-        typer.Option(help="folder with optional claim inputs (estimator_check.csv, lag_runs.csv)"),
+        typer.Option(help="folder with the check stage's claim inputs (estimator_check.csv)"),
     ] = None,
     params: ParamsOpt = None,
 ) -> None:
