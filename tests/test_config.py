@@ -86,3 +86,55 @@ def test_sweep_overrides_apply_and_revalidate():
 def test_every_params_yaml_key_is_in_the_schema():
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert set(raw) == set(Params.model_fields)
+
+
+def _with_per_dataset(model: dict | None = None, train: dict | None = None) -> dict:
+    return {
+        "data": {"datasets": ["synthetic-regimes", "hapt"]},
+        "model": {"patch_size": 4, "per_dataset": model or {}},
+        "train": {"max_train_windows": 2000, "per_dataset": train or {}},
+    }
+
+
+def test_per_dataset_settings_apply_to_their_data_set_only():
+    p = validate(_with_per_dataset({"hapt": {"patch_size": 8}}, {"hapt": {"max_train_windows": 3000}}))
+    hapt, synthetic = p.for_dataset("hapt"), p.for_dataset("synthetic-regimes")
+    assert (hapt.model.patch_size, hapt.train.max_train_windows) == (8, 3000)
+    assert (synthetic.model.patch_size, synthetic.train.max_train_windows) == (4, 2000)
+    assert synthetic is p  # nothing of its own: the shared params themselves
+    assert hapt.for_dataset("hapt") == hapt  # applying twice changes nothing (audit re-runs do)
+    assert hapt.model.d_model == p.model.d_model  # keys it does not name stay shared
+
+
+@pytest.mark.parametrize(
+    ("model", "train", "words"),
+    [
+        # checked against its own window (128 steps), not the synthetic data's 32
+        ({"hapt": {"patch_size": 200}}, None, ["hapt", "patch_size 200 exceeds data.hapt.window"]),
+        ({"synthetic-regimes": {"patch_size": 64}}, None, ["synthetic-regimes", "synthetic_regimes.window"]),
+        ({"hapt": {"patch_sise": 8}}, None, ["hapt", "patch_sise"]),
+        ({"hapt": {"d_model": 33}}, None, ["hapt", "divisible by n_heads"]),
+        ({"mnist": {"patch_size": 8}}, None, ["model.per_dataset.mnist", "neither a built-in"]),
+        ({"hapt": {"names": ["moe"]}}, None, ["model.per_dataset.hapt", "names", "cannot differ"]),
+        (None, {"hapt": {"seeds": [7]}}, ["train.per_dataset.hapt", "seeds", "cannot differ"]),
+        (None, {"hapt": {"epochs": 0}}, ["hapt", "train.epochs"]),
+    ],
+)
+def test_bad_per_dataset_settings_fail_at_validation_naming_the_data_set(model, train, words):
+    with pytest.raises(ConfigError) as err:
+        validate(_with_per_dataset(model, train))
+    for w in words:
+        assert w in str(err.value)
+
+
+def test_a_patch_too_long_for_one_data_set_is_fine_where_only_the_other_uses_it():
+    # 64 fits HAPT's 128-step windows; the shared patch (4) fits the synthetic 32-step ones
+    p = validate(_with_per_dataset({"hapt": {"patch_size": 64}}))
+    assert p.for_dataset("hapt").model.patch_size == 64
+
+
+def test_per_dataset_of_an_unlisted_data_set_fails_when_applied_not_before():
+    raw = _with_per_dataset({"basicmotions": {"patch_size": 500}})
+    p = validate(raw)  # basicmotions is not studied: its windows are not checked
+    with pytest.raises(ConfigError, match="per_dataset settings of 'basicmotions'"):
+        p.for_dataset("basicmotions")

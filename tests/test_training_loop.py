@@ -221,10 +221,11 @@ def test_epoch_routing_diagnostics_with_regime():
             "train_topk_overlap_l0",
             "train_synergy_share_l0",
             "train_mi_expert_regime_l0",
-            "val_random_routing_drop",
         } <= set(h)
         assert 1.0 <= h["train_n_eff_l0"] <= CFG.n_experts
         assert h["train_mi_expert_regime_l0"] >= 0.0
+    # one more validation pass, at the last scheduled epoch only
+    assert [("val_random_routing_drop" in h) for h in history] == [False] * (len(history) - 1) + [True]
     dense = train(_model(), LoopData(xt, yt, xv, yv, 2), settings, torch.device("cpu")).history[0]
     assert "val_random_routing_drop" not in dense  # no routing to replace
 
@@ -247,3 +248,28 @@ def test_loop_settings_for_a_train_job_and_a_sweep_trial():
     trial = loop_settings(params, seed=1, sweep_trial=True)
     assert (trial.epochs, trial.warmup_epochs, trial.patience) == (2, 1, 2)  # warm-up ends before the trial
     assert trial.selection_metric == params.sweep.metric and trial.regime_channels == ()
+
+
+@pytest.mark.parametrize("select_last", [False, True])
+def test_the_model_ends_holding_the_selected_epochs_weights(select_last):
+    """train.select: best keeps the epoch best on validation, last the final epoch's weights; the
+    two runs train identically (selection does not touch the training stream)."""
+    import dataclasses
+
+    xt, yt, xv, yv = _data()
+    model = _model("moe")
+    snapshots: list[dict[str, torch.Tensor]] = []
+
+    def snapshot(_epoch, _m):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+
+    settings = dataclasses.replace(SETTINGS, select_last=select_last, patience=1)
+    result = train(model, LoopData(xt, yt, xv, yv, 2), settings, torch.device("cpu"), on_epoch=snapshot)
+    vals = [h["val_accuracy"] for h in result.history]
+    expected = len(vals) - 1 if select_last else int(np.argmax(vals))
+    assert result.best_epoch == expected
+    assert result.best_metric == vals[expected]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, snapshots[expected][k])
+    if select_last:
+        assert len(vals) == SETTINGS.epochs  # no early stopping when the last epoch is kept

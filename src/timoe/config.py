@@ -15,7 +15,15 @@ from typing import Any, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 # The built-in data sets; bring-your-own ones are named by their key under data.custom.
 DATASET_NAMES = ("hapt", "basicmotions", "synthetic-regimes", "pamap2", "wesad", "opportunity")
@@ -587,6 +595,11 @@ class ModelConfig(_Strict):
     )
     router: RouterConfig = RouterConfig()
     losses: LossConfig = LossConfig()
+    per_dataset: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="data set -> {key: value} replacing this section's keys for that data set "
+        "(Params.for_dataset); checked against the section's schema by Params",
+    )
 
     @field_validator("names")
     @classmethod
@@ -646,6 +659,14 @@ class TrainConfig(_Strict):
     use_sweep: bool = Field(True, description="start from the sweep's best params")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     augment: AugmentConfig = AugmentConfig()
+    select: Literal["best", "last"] = Field(
+        "best",
+        description="the weights a train job keeps: the epoch best on validation, or the last one "
+        "(sweep trials always select on sweep.metric)",
+    )
+    per_dataset: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="as model.per_dataset, for this section's keys"
+    )
 
     @field_validator("seeds")
     @classmethod
@@ -653,6 +674,16 @@ class TrainConfig(_Strict):
         if not v or len(set(v)) != len(v) or any(s < 0 or s >= SEED_LIMIT for s in v):
             raise ValueError(f"seeds must be distinct integers in 0..{SEED_LIMIT - 1}, at least one")
         return v
+
+
+# Sections whose keys a data set may set for itself (`per_dataset`), and the keys that stay one
+# value for the whole study: which models and seeds run, and how a job is placed and started.
+PER_DATASET_SECTIONS = ("model", "train")
+_PER_DATASET_APPLIED = "per_dataset_applied"  # validation context of Params.for_dataset
+PER_DATASET_FIXED: dict[str, tuple[str, ...]] = {
+    "model": ("names", "per_dataset"),
+    "train": ("seeds", "device", "num_threads", "use_sweep", "per_dataset"),
+}
 
 
 # ---------------------------------------------------------------- sweep
@@ -861,10 +892,61 @@ class Params(_Strict):
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
-    def _fits_the_windows(self) -> Params:
+    def _per_dataset_fits(self, info: ValidationInfo) -> Params:
+        # Each data set's own settings must pass every check the shared ones pass (its window
+        # included), so a bad per-data-set value fails here, before any job, with its key named.
+        if info.context and info.context.get(_PER_DATASET_APPLIED):
+            return self  # validating for_dataset's result: its checks ran on the shared params
+        for section_name in PER_DATASET_SECTIONS:
+            for name, values in getattr(self, section_name).per_dataset.items():
+                where = f"{section_name}.per_dataset.{name}"
+                if name not in DATASET_NAMES and name not in self.data.custom:
+                    raise ValueError(
+                        f"{where}: {name!r} is neither a built-in data set {list(DATASET_NAMES)} "
+                        "nor a key of data.custom"
+                    )
+                fixed = sorted(set(values) & set(PER_DATASET_FIXED[section_name]))
+                if fixed:
+                    raise ValueError(f"{where}: {fixed} cannot differ between data sets")
+        for name in self.data.datasets:
+            problem = self._per_dataset_problem(name)
+            if problem:
+                raise ValueError(f"per_dataset settings of {name!r} are invalid: {problem}")
+        return self
+
+    def _per_dataset_problem(self, name: str) -> str | None:
+        try:
+            self._apply_per_dataset(name)
+        except ValidationError as err:
+            return _one_line(err)
+        return None
+
+    def for_dataset(self, name: str) -> Params:
+        """These params as data set `name` runs them: model.per_dataset[name] and
+        train.per_dataset[name] replace the sections' shared keys (the per_dataset maps stay, so
+        applying it again changes nothing). ConfigError when the result is invalid (a data set
+        not listed in data.datasets was not checked at validation)."""
+        try:
+            return self._apply_per_dataset(name)
+        except ValidationError as err:
+            raise ConfigError(f"invalid params: per_dataset settings of {name!r}: {_one_line(err)}") from None
+
+    def _apply_per_dataset(self, name: str) -> Params:
+        raw = self.model_dump()
+        changed = False
+        for section_name in PER_DATASET_SECTIONS:
+            merged = deep_merge(raw[section_name], raw[section_name]["per_dataset"].get(name) or {})
+            changed = changed or merged != raw[section_name]
+            raw[section_name] = merged
+        return Params.model_validate(raw, context={_PER_DATASET_APPLIED: name}) if changed else self
+
+    @model_validator(mode="after")
+    def _fits_the_windows(self, info: ValidationInfo) -> Params:
         # A patch longer than the window leaves no token (NaN loss); a lag as long as the window
-        # leaves its RUS row with no sample (R = U = S = 0, reported as a finding).
-        for key, window in _windows(self.data).items():
+        # leaves its RUS row with no sample (R = U = S = 0, reported as a finding). Params of one
+        # data set (for_dataset) are checked against that data set's window only.
+        only = info.context.get(_PER_DATASET_APPLIED) if info.context else None
+        for key, window in _windows(self.data, only).items():
             if self.model.patch_size > window:
                 raise ValueError(f"model.patch_size {self.model.patch_size} exceeds {key} ({window} steps)")
             long = [k for k in self.rus.lags if k >= window]
@@ -896,8 +978,9 @@ class Params(_Strict):
         return self
 
 
-def _windows(data: DataConfig) -> dict[str, int]:
-    """Window length of each listed data set whose window the schema knows, by its key path."""
+def _windows(data: DataConfig, only: str | None = None) -> dict[str, int]:
+    """Window length of each listed data set (or of `only`) whose window the schema knows, by its
+    key path."""
     known = {
         "hapt": ("data.hapt.window", data.hapt.window),
         "basicmotions": ("the BasicMotions window", BASICMOTIONS_STEPS),
@@ -909,7 +992,7 @@ def _windows(data: DataConfig) -> dict[str, int]:
     # a bring-your-own data set's window is n_timesteps in its dataset.json, not in params: the
     # train stage refuses a model.patch_size longer than the prepared windows (training/build.py),
     # the quantify stage a lag with too few samples (stages/quantify.py, rus.min_context_samples)
-    return dict(known[d] for d in data.datasets if d in known)
+    return dict(known[d] for d in data.datasets if d in known and only in (None, d))
 
 
 def _sweep_problem(params: Params, key: str, spec: SearchParam) -> str | None:
@@ -932,6 +1015,16 @@ def _sweep_problem(params: Params, key: str, spec: SearchParam) -> str | None:
                 "list the valid values as a categorical's choices"
             )
     return None
+
+
+def _one_line(err: ValidationError) -> str:
+    """A validation error's messages on one line, each after its key path."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+        if e["loc"]
+        else e["msg"].removeprefix("Value error, ")
+        for e in err.errors()
+    )
 
 
 def _format_errors(err: ValidationError) -> str:

@@ -145,6 +145,7 @@ def run_sweep(
     storage: str | None = None,
 ) -> dict[str, Any]:
     """Drive one study to n_trials live trials; write best_params.json, trials.csv, figures."""
+    params = params.for_dataset(dataset)  # the data set's own settings (per_dataset) apply
     sc = params.sweep
     rus_dir = _rus_input(rus_dir, model)
     name = study_name(
@@ -364,6 +365,7 @@ def run_sweep_worker(
     Without a worker index the process id offsets the sampler's seed, so workers started
     without one still draw different start-up trials.
     """
+    params = params.for_dataset(dataset)  # as run_sweep: its study key and trials need the same
     rus_dir = _rus_input(rus_dir, model)
     spec: StorageSpec = resolve_storage(storage, params.sweep.storage, None)
     name = name or study_name(

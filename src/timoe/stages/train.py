@@ -94,10 +94,9 @@ def routing_summary(
         prior = out.context.prior if out.context is not None else None
         tau = params.model.losses.tau_s
         diag.update(out.routes, torch.from_numpy(labels[i : i + batch_size]), regime, prior, tau)
+        windows["correct"].append(out.logits.argmax(-1).cpu() == torch.from_numpy(labels[i : i + len(xb)]))
         if prior is not None:
             priors.append((prior, len(xb)))
-            truth_b = torch.from_numpy(labels[i : i + len(xb)])
-            windows["correct"].append(out.logits.argmax(-1).cpu() == truth_b)
             windows["synergy"].append(window_synergy(prior).cpu())
             windows["context"].append(prior.context.cpu())
             if regime is not None:
@@ -109,7 +108,7 @@ def routing_summary(
     if priors:
         mean = _mean_prior(priors, tuple(modality_names))
         summary |= interaction_regime_usage(stats, mean, params.model.losses, modality_names)
-    accuracy = _accuracy(model, x, labels, device)
+    accuracy = float(torch.cat(windows["correct"]).float().mean())  # this pass's, not one more
     with random_routing(model, seed=0):
         random_accuracy = _accuracy(model, x, labels, device)
     summary["diagnostics"] = {
@@ -118,7 +117,7 @@ def routing_summary(
         "random_routing_accuracy": random_accuracy,
         "random_routing_drop": accuracy - random_accuracy,
     }
-    if windows["correct"] and 0 < inner.n_synergy <= params.model.n_experts - params.model.top_k:
+    if priors and 0 < inner.n_synergy <= params.model.n_experts - params.model.top_k:
         summary["synergy_ablation"] = _synergy_ablation(model, x, labels, device, params, meta, windows)
     summary["synergy_chance"] = inner.n_synergy / params.model.n_experts
     summary["topk_overlap_chance"] = params.model.top_k / params.model.n_experts
@@ -520,6 +519,7 @@ def run_train(params: Params, job: TrainJob, *, progress: bool = False) -> dict[
     from timoe.models.model import MODEL_SPECS
 
     _check_seed(job.seed)
+    params = params.for_dataset(job.dataset)  # the data set's own settings (per_dataset) apply
     if job.model in MODEL_SPECS and not MODEL_SPECS[job.model].neural:
         return _run_reference(params, job)
     setup = _set_up(params, job)
