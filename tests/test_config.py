@@ -138,3 +138,12 @@ def test_per_dataset_of_an_unlisted_data_set_fails_when_applied_not_before():
     p = validate(raw)  # basicmotions is not studied: its windows are not checked
     with pytest.raises(ConfigError, match="per_dataset settings of 'basicmotions'"):
         p.for_dataset("basicmotions")
+
+
+def test_an_override_file_can_drop_every_per_dataset_setting(tmp_path: Path):
+    base, smoke = tmp_path / "params.yaml", tmp_path / "smoke.yaml"
+    base.write_text(yaml.safe_dump(_with_per_dataset({"hapt": {"patch_size": 8}}, {"hapt": {"epochs": 3}})))
+    smoke.write_text("model: {per_dataset: null}\ntrain: {epochs: 1, per_dataset: null}\n")
+    p = load_params(base, smoke).for_dataset("hapt")
+    assert (p.model.patch_size, p.train.epochs) == (4, 1)
+    assert load_params(base).for_dataset("hapt").train.epochs == 3  # without it, hapt keeps its own

@@ -248,6 +248,8 @@ def test_loop_settings_for_a_train_job_and_a_sweep_trial():
     trial = loop_settings(params, seed=1, sweep_trial=True)
     assert (trial.epochs, trial.warmup_epochs, trial.patience) == (2, 1, 2)  # warm-up ends before the trial
     assert trial.selection_metric == params.sweep.metric and trial.regime_channels == ()
+    assert job.routing_drop and not trial.routing_drop  # a trial reads only its metric
+    assert not job.select_last  # train.select defaults to best
 
 
 @pytest.mark.parametrize("select_last", [False, True])

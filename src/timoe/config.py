@@ -567,6 +567,12 @@ class LossConfig(_Strict):
     lambda_z: float = Field(1e-3, ge=0.0, allow_inf_nan=False)
 
 
+def _no_per_dataset(value: Any) -> Any:
+    # `per_dataset: null` in an override file drops every data set's own settings (a merge of
+    # `{}` would keep them), e.g. for a smoke run whose budget must hold for every data set.
+    return {} if value is None else value
+
+
 TokenizerKind = Literal["linear", "conv"]  # timoe.models.tokenizers builds each
 
 
@@ -600,6 +606,11 @@ class ModelConfig(_Strict):
         description="data set -> {key: value} replacing this section's keys for that data set "
         "(Params.for_dataset); checked against the section's schema by Params",
     )
+
+    @field_validator("per_dataset", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return _no_per_dataset(v)
 
     @field_validator("names")
     @classmethod
@@ -667,6 +678,11 @@ class TrainConfig(_Strict):
     per_dataset: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="as model.per_dataset, for this section's keys"
     )
+
+    @field_validator("per_dataset", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return _no_per_dataset(v)
 
     @field_validator("seeds")
     @classmethod

@@ -53,6 +53,9 @@ class LoopSettings:
     # Keep the last epoch's weights instead of the best on validation (train.select: last); then
     # validation only draws the curves, and no early stopping applies.
     select_last: bool = False
+    # The validation accuracy lost under random routing, at the last epoch: a train job's curve
+    # shows it; a sweep trial, which reads only its metric, skips the extra pass.
+    routing_drop: bool = True
     label_smoothing: float = 0.0
     augment_scale: float = 0.0
     augment_jitter: float = 0.0
@@ -313,6 +316,7 @@ def loop_settings(
             "warmup_epochs": min(tc.warmup_epochs, sc.epochs - 1),  # a short trial still reaches peak lr
             "patience": sc.epochs,
             "selection_metric": sc.metric,
+            "routing_drop": False,
         }
     else:
         budget = {
@@ -472,7 +476,7 @@ def _add_validation(
     for k, v in classification_metrics(data.y_val, val_pred, data.n_classes).items():
         metrics[f"val_{k}"] = v
     _check_validation(val_prob, metrics, ctx.settings.selection_metric, epoch)
-    if routed and len(val_prob) and epoch == ctx.settings.epochs - 1:
+    if routed and len(val_prob) and ctx.settings.routing_drop and epoch == ctx.settings.epochs - 1:
         metrics["val_random_routing_drop"] = random_routing_drop(
             model, data.x_val, data.y_val, ctx.device, float((val_pred == data.y_val).mean())
         )
