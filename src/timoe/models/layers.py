@@ -181,6 +181,22 @@ class GroupedSelfAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
 
+    def packed(self, x: Tensor, group: Tensor, pos: Tensor, counts: Tensor) -> Tensor:
+        """Attention within groups of rows: x [n, d], row i is position pos[i] of group group[i]
+        (each group's positions are 0..counts[g]-1), counts [G]. Returns [n, d].
+
+        Equals forward() on the zero-padded [G, L, d] with each row allowed its group's rows, at
+        about half the projection work: q/k/v and the output projection run on the n rows, and
+        only q/k/v are padded. The mask hides padding keys only; a padding query (zero q, zero
+        k/v) still sees its group's keys, so no row is fully masked and none is NaN."""
+        n, d = x.shape
+        n_groups, length = counts.shape[0], int(counts.max())
+        qkv = x.new_zeros(n_groups, length, 3 * d).index_put((group, pos), self.qkv(x))  # [G, L, 3d]
+        q, k, v = qkv.view(n_groups, length, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        valid = torch.arange(length, device=x.device)[None, :] < counts[:, None]  # [G, L]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=valid[:, None, None, :])  # [G, h, L, d/h]
+        return self.out(y.transpose(1, 2)[group, pos].reshape(n, d))
+
     def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
         g, length, d = x.shape
         q, k, v = self.qkv(x).view(g, length, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)

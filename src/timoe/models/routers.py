@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from timoe.models.prior import RoutingContext, roll_steps
+from timoe.models.prior import RoutingContext
 
 
 @dataclass
@@ -208,6 +208,33 @@ class OracleRouter(SoftmaxRouter):
         return self.gate(tokens) + self.regime_bias[context.regime][:, :, None, :]
 
 
+def per_window(table: Tensor, ctx: Tensor, shift: Tensor | None) -> Tensor:
+    """table [K, M, T, F] per context -> [B, M, T, F]: window b's context ctx[b], rolled along
+    the steps by shift[b] (None: no roll) as prior.roll_steps rolls; one index_select."""
+    k, m, t, f = table.shape
+    steps = torch.arange(t, device=table.device)[None, :]  # [1, T]
+    if shift is not None:
+        steps = (steps - shift.to(table.device)[:, None]) % t  # [B, T]
+    modality = torch.arange(m, device=table.device)[None, :, None]
+    rows = (ctx.to(table.device)[:, None, None] * m + modality) * t + steps[:, None, :]  # [B, M, T]
+    return table.reshape(k * m * t, f).index_select(0, rows.reshape(-1)).view(*rows.shape, f)
+
+
+def context_mlp(mlp: nn.Sequential, h: Tensor, table: Tensor, ctx: Tensor, shift: Tensor | None) -> Tensor:
+    """mlp(cat([h, per_window(table, ctx, shift)], -1)) for mlp = (Linear, ReLU, Linear):
+    h [B, M, T, H], table [K, M, T, F] -> [B, M, T, out].
+
+    Why not the cat: the first layer's table half W_f . table + bias depends on the context and
+    the step only, so it runs on the K x M x T table rows (384 here) instead of B x M x T tokens
+    (6144), and only its H-wide result is gathered per window; no [B, M, T, H + F] copy.
+    """
+    first, act, last = mlp
+    h_dim = h.shape[-1]
+    table_part = F.linear(table, first.weight[:, h_dim:], first.bias)  # [K, M, T, hidden]
+    hidden = F.linear(h, first.weight[:, :h_dim]) + per_window(table_part, ctx, shift)
+    return last(act(hidden))
+
+
 class RusAwareRouter(Router):
     """TIME-MoE router with a per-window prior. For the token of modality m at step t of window b,
     whose window belongs to context c (its prior tables U_c, R_c, S_c):
@@ -279,11 +306,8 @@ class RusAwareRouter(Router):
             )
         if t > U.shape[-1]:
             raise ValueError(f"RUS prior covers {U.shape[-1]} steps, input has {t}")
-        g = self.interaction_path(U[..., :t], R[..., :t], S[..., :t])[ctx]  # [B, M, T, G]
-        if shift is not None:
-            g = roll_steps(g, shift)
-        h = F.relu(self.token(tokens))  # [B, M, T, H]
-        return self.gate(tokens) + self.mlp(torch.cat([h, g], dim=-1))
+        g = self.interaction_path(U[..., :t], R[..., :t], S[..., :t])  # [K, M, T, G]
+        return self.gate(tokens) + context_mlp(self.mlp, F.relu(self.token(tokens)), g, ctx, shift)
 
 
 class ContextRouter(Router):
@@ -331,8 +355,7 @@ class ContextRouter(Router):
             raise ValueError(f"router built for {self.n_modalities} modalities, got tokens of {m}")
         if t > self.code.shape[2]:
             raise ValueError(f"context codes cover {self.code.shape[2]} steps, input has {t}")
-        e = self.code[:, :, :t][context.prior.context]  # [B, M, T, code_dim]
-        if context.prior.token_shift is not None:
-            e = roll_steps(e, context.prior.token_shift)
         h = F.relu(self.token(tokens))  # [B, M, T, token_dim]
-        return self.gate(tokens) + self.mlp(torch.cat([h, e], dim=-1))
+        code = self.code[:, :, :t]  # [K, M, T, code_dim]
+        prior = context.prior
+        return self.gate(tokens) + context_mlp(self.mlp, h, code, prior.context, prior.token_shift)
