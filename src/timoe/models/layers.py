@@ -4,6 +4,7 @@ per-modality encoders and a masked multi-head attention for grouped tokens."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -99,6 +100,29 @@ def self_attention(attn: nn.MultiheadAttention, x: Tensor) -> Tensor:
     q, k, v = qkv.view(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)  # 3 x [B, h, T, d/h]
     y = F.scaled_dot_product_attention(q, k, v)
     return attn.out_proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+def modality_self_attention(attns: Sequence[nn.MultiheadAttention], h: Tensor) -> Tensor:
+    """h [B, M, T, d] -> [B, M, T, d]: modality m's stream through its own attention attns[m]
+    (over its steps, as `self_attention`), all modalities in one batch.
+
+    Why: a loop over modalities runs M sets of small ops on strided [B, T, d] slices (each
+    projection copies its slice first) and stacks the results; here the projections are one
+    batched matmul each over the [M, B*T, d] streams and attention is one SDPA over M*B
+    sequences. Same arithmetic per modality.
+    """
+    b, m, t, d = h.shape
+    heads = attns[0].num_heads
+    w_in = torch.stack([a.in_proj_weight for a in attns])  # [M, 3d, d]
+    b_in = torch.stack([a.in_proj_bias for a in attns])  # [M, 3d]
+    w_out = torch.stack([a.out_proj.weight for a in attns])  # [M, d, d]
+    b_out = torch.stack([a.out_proj.bias for a in attns])  # [M, d]
+    x = h.transpose(0, 1).reshape(m, b * t, d)  # [M, B*T, d]
+    qkv = torch.baddbmm(b_in[:, None, :], x, w_in.transpose(1, 2))  # [M, B*T, 3d]
+    q, k, v = qkv.view(m * b, t, 3, heads, d // heads).permute(2, 0, 3, 1, 4)  # 3 x [M*B, h, T, d/h]
+    y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(m, b * t, d)
+    out = torch.baddbmm(b_out[:, None, :], y, w_out.transpose(1, 2))  # [M, B*T, d]
+    return out.view(m, b, t, d).transpose(0, 1)
 
 
 class EncoderBlock(nn.TransformerEncoderLayer):

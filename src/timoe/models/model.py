@@ -27,7 +27,13 @@ import torch
 from torch import Tensor, nn
 
 from timoe.config import ModelConfig
-from timoe.models.layers import Dropout, FeedForward, ModalityEncoder, self_attention, transformer_block
+from timoe.models.layers import (
+    Dropout,
+    FeedForward,
+    ModalityEncoder,
+    modality_self_attention,
+    transformer_block,
+)
 from timoe.models.losses import aux_losses
 from timoe.models.moe import MoELayer
 from timoe.models.prior import PriorProvider, RegimeReader, RoutingContext
@@ -131,12 +137,9 @@ class FusionLayer(nn.Module):
 
     def forward(self, h: Tensor, context: RoutingContext | None = None) -> tuple[Tensor, RouterOutput | None]:
         """h [B, M, T, d] -> ([B, M, T, d], route or None)."""
-        attended = []
-        for m, attn in enumerate(self.attn):
-            x = h[:, m]
-            # self_attention: the MHA's weights without dropout on the probabilities (fused SDPA)
-            attended.append(self.norm1(x + self.drop(self_attention(attn, x))))
-        a = torch.stack(attended, dim=1)
+        # Each modality's own MHA weights, all modalities in one batch; no dropout on the
+        # attention probabilities (fused SDPA), see layers.modality_self_attention.
+        a = self.norm1(h + self.drop(modality_self_attention(self.attn, h)))
         if isinstance(self.mixer, MoELayer):
             out = self.mixer(a, context)
             mixed, route = out.y, out.route
