@@ -130,7 +130,11 @@ def test_bad_per_dataset_settings_fail_at_validation_naming_the_data_set(model, 
 def test_a_patch_too_long_for_one_data_set_is_fine_where_only_the_other_uses_it():
     # 64 fits HAPT's 128-step windows; the shared patch (4) fits the synthetic 32-step ones
     p = validate(_with_per_dataset({"hapt": {"patch_size": 64}}))
-    assert p.for_dataset("hapt").model.patch_size == 64
+    hapt = p.for_dataset("hapt")
+    assert hapt.model.patch_size == 64
+    # what a HAPT run records as its params validates again on its own (audit reproduce reads it)
+    assert hapt.data.datasets == ["hapt"]
+    assert validate(hapt.model_dump()).for_dataset("hapt") == hapt
 
 
 def test_per_dataset_of_an_unlisted_data_set_fails_when_applied_not_before():

@@ -940,8 +940,10 @@ class Params(_Strict):
     def for_dataset(self, name: str) -> Params:
         """These params as data set `name` runs them: model.per_dataset[name] and
         train.per_dataset[name] replace the sections' shared keys (the per_dataset maps stay, so
-        applying it again changes nothing). ConfigError when the result is invalid (a data set
-        not listed in data.datasets was not checked at validation)."""
+        applying it again changes nothing), and data.datasets narrows to `name`, so the result,
+        which a run records as its params, validates on its own (a patch that fits only this data
+        set's window). Without settings of its own, the params themselves. ConfigError when the
+        result is invalid (a data set not listed in data.datasets was not checked at validation)."""
         try:
             return self._apply_per_dataset(name)
         except ValidationError as err:
@@ -954,7 +956,11 @@ class Params(_Strict):
             merged = deep_merge(raw[section_name], raw[section_name]["per_dataset"].get(name) or {})
             changed = changed or merged != raw[section_name]
             raw[section_name] = merged
-        return Params.model_validate(raw, context={_PER_DATASET_APPLIED: name}) if changed else self
+        if not changed:
+            return self
+        if name in raw["data"]["datasets"]:
+            raw["data"]["datasets"] = [name]
+        return Params.model_validate(raw, context={_PER_DATASET_APPLIED: name})
 
     @model_validator(mode="after")
     def _fits_the_windows(self, info: ValidationInfo) -> Params:
