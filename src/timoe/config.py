@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -573,6 +574,10 @@ def _no_per_dataset(value: Any) -> Any:
     return {} if value is None else value
 
 
+# data set -> {key: value} of one section (model.per_dataset, train.per_dataset); null reads as {}
+PerDataset = Annotated[dict[str, dict[str, Any]], BeforeValidator(_no_per_dataset)]
+
+
 TokenizerKind = Literal["linear", "conv"]  # timoe.models.tokenizers builds each
 
 
@@ -601,16 +606,11 @@ class ModelConfig(_Strict):
     )
     router: RouterConfig = RouterConfig()
     losses: LossConfig = LossConfig()
-    per_dataset: dict[str, dict[str, Any]] = Field(
+    per_dataset: PerDataset = Field(
         default_factory=dict,
         description="data set -> {key: value} replacing this section's keys for that data set "
         "(Params.for_dataset); checked against the section's schema by Params",
     )
-
-    @field_validator("per_dataset", mode="before")
-    @classmethod
-    def _none_is_empty(cls, v: Any) -> Any:
-        return _no_per_dataset(v)
 
     @field_validator("names")
     @classmethod
@@ -675,14 +675,9 @@ class TrainConfig(_Strict):
         description="the weights a train job keeps: the epoch best on validation, or the last one "
         "(sweep trials always select on sweep.metric)",
     )
-    per_dataset: dict[str, dict[str, Any]] = Field(
+    per_dataset: PerDataset = Field(
         default_factory=dict, description="as model.per_dataset, for this section's keys"
     )
-
-    @field_validator("per_dataset", mode="before")
-    @classmethod
-    def _none_is_empty(cls, v: Any) -> Any:
-        return _no_per_dataset(v)
 
     @field_validator("seeds")
     @classmethod
