@@ -275,32 +275,3 @@ def test_the_model_ends_holding_the_selected_epochs_weights(select_last):
         assert torch.equal(v, snapshots[expected][k])
     if select_last:
         assert len(vals) == SETTINGS.epochs  # no early stopping when the last epoch is kept
-
-
-def test_seed_everything_turns_on_deterministic_algorithms_without_loading_inductor():
-    # A fresh interpreter: the suite itself may have loaded inductor already.
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, torch\n"
-        "from timoe.training.seeding import seed_everything\n"
-        "seed_everything(0)\n"
-        "print(torch.are_deterministic_algorithms_enabled(),"
-        " torch.is_deterministic_algorithms_warn_only_enabled(), 'torch._inductor' in sys.modules)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["True", "True", "False"]
-
-
-def test_seed_everything_sets_inductor_determinism_when_inductor_is_loaded():
-    import torch._inductor.config as inductor_config
-
-    before = inductor_config.deterministic
-    try:
-        inductor_config.deterministic = False
-        seed_everything(0)
-        assert inductor_config.deterministic is True
-        assert torch.are_deterministic_algorithms_enabled()
-    finally:
-        inductor_config.deterministic = before
