@@ -172,11 +172,16 @@ def study(ctx: typer.Context) -> None:
     """
     from snakemake.cli import main as snakemake_main
 
+    from timoe.launcher import fork_server, runs_elsewhere
+
     args = list(ctx.args)
     read_params([DEFAULT_PARAMS, *_configfiles_in(args)])
     _snakemake_reads_data_only()
     sys.argv = ["snakemake", *args]
-    snakemake_main(args)  # exits with Snakemake's own code
+    # Local jobs start from a fork server that has done their imports (timoe.launcher):
+    # TIMOE_FORKSERVER=off turns it off.
+    with fork_server(enabled=not runs_elsewhere(args)):
+        snakemake_main(args)  # exits with Snakemake's own code
 
 
 @app.command()

@@ -24,6 +24,9 @@ from typing import Any
 from timoe import __version__, environment
 
 RUN_ID_FILE = "run_id.txt"
+# How the process that wrote a run started: "fork-server" (a child of timoe.launcher's server,
+# which `timoe study` runs for local jobs) or "process" (a command started on its own).
+LAUNCHER_ENV, LAUNCHER_TAG = "TIMOE_LAUNCHED_BY", "launcher"
 HOST_TAG, PID_TAG = "host", "pid"  # which process wrote a run: a RUNNING run whose process is gone was killed
 REPLACED_BY_TAG = "replaced_by_run_id"
 LOG_ENV = "TIMOE_LOG"
@@ -196,6 +199,7 @@ def _lineage_tags(
     if os.environ.get("SNAKEMAKE_JOBID"):
         tags["snakemake_jobid"] = os.environ["SNAKEMAKE_JOBID"]
     tags[HOST_TAG], tags[PID_TAG] = socket.gethostname(), str(os.getpid())
+    tags[LAUNCHER_TAG] = os.environ.get(LAUNCHER_ENV, "process")
     return tags
 
 
