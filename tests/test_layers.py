@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"sweeps"},
     {"stages"},
     {"audit", "workflow_support", "server"},
-    {"audit_cli", "cli", "cli_support", "__main__"},
+    {"audit_cli", "cli", "cli_support", "__main__", "launcher"},
 ]
 
 
