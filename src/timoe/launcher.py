@@ -216,7 +216,12 @@ class ForkServer:
         for fd in fds:
             os.close(fd)
         self.jobs[pid] = _Job(conn, pid)
-        conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        try:
+            conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        except OSError:  # the client is already gone: so is the reason for its job
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            return
         sel.register(conn, selectors.EVENT_READ, pid)
 
     def _client_closed(self, sel: selectors.BaseSelector, pid: int) -> None:
