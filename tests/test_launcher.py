@@ -34,7 +34,8 @@ def basicmotions(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server():
-    with launcher.fork_server() as path:
+    # a generous wait: the server's imports take ~7 s alone, a minute or more on a loaded machine
+    with launcher.fork_server(ready_timeout_s=600) as path:
         assert path is not None and path.exists()
         yield path
 
@@ -154,8 +155,8 @@ def test_off_starts_no_server(monkeypatch: pytest.MonkeyPatch):
 
 def test_the_server_refuses_to_fork_after_an_import_started_a_thread(tmp_path: Path):
     code = (
-        "import threading, time, sys\n"
-        "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+        "import threading, sys\n"
+        "threading.Thread(target=threading.Event().wait, daemon=True).start()  # alive until exit\n"
         "from timoe import launcher\n"
         f"sys.exit(launcher.serve(__import__('pathlib').Path({str(tmp_path / 's')!r})))\n"
     )
@@ -169,7 +170,7 @@ def test_the_server_leaves_when_the_study_that_started_it_is_killed(tmp_path: Pa
         "import time\n"
         "from pathlib import Path\n"
         "from timoe import launcher\n"
-        "with launcher.fork_server() as path:\n"
+        "with launcher.fork_server(ready_timeout_s=600) as path:\n"
         f"    Path({str(tmp_path / 'path')!r}).write_text(str(path))\n"
         "    time.sleep(600)\n"
     )
