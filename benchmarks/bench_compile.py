@@ -33,22 +33,12 @@ REPO = Path(__file__).resolve().parents[1]
 def worker(name: str, setting: str, compiled: bool, repeats: int, warmup: int) -> dict[str, float]:
     """Time one model's training step in this process, eager or compiled; JSON-ready numbers."""
     import torch
-    from torch import nn
-
-    from timoe.training import loop
 
     torch.set_num_threads(1)
     model, x, y, settings = bench_models._build(name, setting, REPO / "params.yaml")
     model.train()
-    opt, sched = loop._optimiser(model, settings, 100 * len(x))
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
-    forward = torch.compile(model, dynamic=False) if compiled else model
-
-    def step() -> None:
-        out = forward(x)
-        loss, _ = loop._loss_parts(out, y, loss_fn)
-        loop._optimiser_step(loss, model, opt, sched, settings.grad_clip)
-
+    forward = torch.compile(model, dynamic=False) if compiled else None
+    step = bench_models.training_step(model, x, y, settings, forward)
     t0 = time.perf_counter()
     step()  # compiled: tracing and code generation happen here
     first = time.perf_counter() - t0
@@ -101,7 +91,7 @@ def main() -> None:
     for name in args.models.split(","):
         eager = run_worker(name, args.setting, False, args)
         comp = run_worker(name, args.setting, True, args)
-        compile_s = comp["first_step_s"] - comp["cpu"]
+        compile_s = comp["first_step_s"] - comp["wall"]
         steps = break_even_steps(eager["cpu"], comp["cpu"], compile_s)
         shown = "never" if steps == float("inf") else f"{steps:.0f} steps"
         print(

@@ -134,26 +134,35 @@ def _count_flops(model, x, y) -> float:
     return float(counter.get_total_flops())
 
 
-def worker(name: str, setting: str, params_path: Path, repeats: int, warmup: int) -> dict[str, float]:
-    """Time the training step of one model in this process's tree; JSON-ready numbers."""
-    import torch
+def training_step(model, x, y, settings, forward: Callable | None = None) -> Callable[[], None]:
+    """One step of the training loop (forward, loss with the auxiliary terms, backward, clipping,
+    AdamW) on the fixed batch x, y; `forward` (default: the model) runs the forward pass, e.g. a
+    torch.compile wrapper of the model."""
     from torch import nn
 
     from timoe.training import loop
+
+    opt, sched = loop._optimiser(model, settings, 100 * len(x))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+    run = model if forward is None else forward
+
+    def step() -> None:
+        out = run(x)
+        loss, _ = loop._loss_parts(out, y, loss_fn)
+        loop._optimiser_step(loss, model, opt, sched, settings.grad_clip)
+
+    return step
+
+
+def worker(name: str, setting: str, params_path: Path, repeats: int, warmup: int) -> dict[str, float]:
+    """Time the training step of one model in this process's tree; JSON-ready numbers."""
+    import torch
 
     torch.set_num_threads(1)
     model, x, y, settings = _build(name, setting, params_path)
     model.train()
     flops = _count_flops(model, x, y)
-    opt, sched = loop._optimiser(model, settings, 100 * len(x))
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
-
-    def step() -> None:
-        out = model(x)
-        loss, _ = loop._loss_parts(out, y, loss_fn)
-        loop._optimiser_step(loss, model, opt, sched, settings.grad_clip)
-
-    cpu, wall = _median_times(step, repeats, warmup)
+    cpu, wall = _median_times(training_step(model, x, y, settings), repeats, warmup)
     return {"cpu": cpu, "wall": wall, "flops": flops, "batch": len(x)}
 
 
