@@ -53,7 +53,7 @@ N_CONTEXTS = 4  # the study's rus.n_contexts: timoe assigns each window to one o
 
 
 # ---------------------------------------------------------------- worker (runs inside one tree)
-def _median_times(fn: Callable[[], None], repeats: int, warmup: int) -> tuple[float, float]:
+def _median_times(fn: Callable[[], object], repeats: int, warmup: int) -> tuple[float, float]:
     """Median (process CPU seconds, wall seconds) per call after `warmup` untimed calls."""
     for _ in range(warmup):
         fn()

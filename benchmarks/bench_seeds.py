@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import statistics
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -42,15 +40,8 @@ PARAMS = bench_models.REPO / "params.yaml"
 
 
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
-    """Median wall milliseconds per call after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    """Median wall milliseconds per call after `warmup` untimed calls (bench_models' timer)."""
+    return 1e3 * bench_models._median_times(fn, repeats, warmup)[1]
 
 
 @contextlib.contextmanager
