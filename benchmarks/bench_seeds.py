@@ -159,9 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         "ms per step of all seeds",
     )
     print(f"{'model':14s} {'sequential':>13s} {'shared':>10s} {'speed-up':>9s}")
-    rows = [measure(name, args) for name in args.models.split(",")]
-    for row in rows:
-        print(row)
+    for name in args.models.split(","):
+        print(measure(name, args), flush=True)  # each row as it is measured
 
 
 def warnings_off() -> None:
